@@ -1,0 +1,353 @@
+"""A thin, careful layer over llama-cpp-python's low-level C API.
+
+Only what the speculative loop needs: load a model (with progress and cancel), tokenize and detokenize,
+a context whose KV cache content is tracked token by token, batched decode with chosen output rows,
+zero-copy logits, and rollback with `llama_memory_seq_rm` (its return value checked).
+
+Nothing here imports Qt. Everything that can fail raises `EngineError` with one readable line.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+__all__ = ["EngineError", "LoadCancelled", "Model", "Context", "backend_info"]
+
+
+class EngineError(RuntimeError):
+    """An error the user should read: one line, no traceback needed."""
+
+
+class LoadCancelled(EngineError):
+    """Loading was cancelled by the user."""
+
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    if os.environ.get("TANDEM_LLAMA_LOG"):
+        try:
+            os.write(2, text)
+        except OSError:
+            pass
+
+
+# keep a reference: the C side holds the pointer for the life of the process
+_LOG_CALLBACK = llama_cpp.llama_log_callback(_quiet_log)
+
+
+def _ensure_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+def backend_info() -> dict[str, object]:
+    """What this llama.cpp build can do (GPU offload support, system info)."""
+    _ensure_backend()
+    return {
+        "llama_cpp_python": llama_cpp.__version__,
+        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+        "mmap": bool(llama_cpp.llama_supports_mmap()),
+        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+    }
+
+
+class Model:
+    """A loaded GGUF model (weights + vocabulary). Free it with `close()` (or use it as a context manager)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        n_gpu_layers: int = 0,
+        progress: Callable[[float], bool] | None = None,
+        vocab_only: bool = False,
+    ) -> None:
+        """Load `path`. `progress(fraction)` is called while loading; return False from it to cancel."""
+        _ensure_backend()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EngineError(f"model file not found: {self.path}")
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = -1 if n_gpu_layers < 0 else int(n_gpu_layers)
+        params.vocab_only = bool(vocab_only)
+        self._cancelled = False
+
+        def _on_progress(fraction: float, _user: ctypes.c_void_p) -> bool:
+            if progress is None:
+                return True
+            try:
+                keep_going = progress(float(fraction))
+            except Exception:  # a failing UI callback must not crash the C loader
+                return True
+            if keep_going is False:
+                self._cancelled = True
+                return False
+            return True
+
+        self._progress_cb = llama_cpp.llama_progress_callback(_on_progress)
+        params.progress_callback = self._progress_cb
+        ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode("utf-8"), params)
+        if not ptr:
+            if self._cancelled:
+                raise LoadCancelled(f"loading cancelled: {self.path.name}")
+            raise EngineError(
+                f"llama.cpp could not load {self.path.name} (unsupported architecture, corrupt file, "
+                "or not enough memory)"
+            )
+        self.ptr = ptr
+        self.vocab = llama_cpp.llama_model_get_vocab(ptr)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self.n_layer = int(llama_cpp.llama_model_n_layer(ptr))
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(ptr))
+        self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
+        self.eos = int(llama_cpp.llama_vocab_eos(self.vocab))
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.n_gpu_layers = n_gpu_layers
+        self._piece_cache: dict[int, bytes] = {}
+        self._eog_cache: dict[int, bool] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    # -- vocabulary -------------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        n_max = len(data) + 16
+        buf = (llama_cpp.llama_token * n_max)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
+        if n < 0:
+            n_max = -n
+            buf = (llama_cpp.llama_token * n_max)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
+            if n < 0:
+                raise EngineError("tokenization failed")
+        return list(buf[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes a token stands for (special tokens render as nothing)."""
+        piece = self._piece_cache.get(token)
+        if piece is None:
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
+            if n < 0:
+                big = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self.vocab, token, big, -n, 0, False)
+                piece = big.raw[:n]
+            else:
+                piece = self._piece_buf.raw[:n]
+            self._piece_cache[token] = piece
+        return piece
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        v = self._eog_cache.get(token)
+        if v is None:
+            v = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+            self._eog_cache[token] = v
+        return v
+
+    def chat_template(self) -> str | None:
+        raw = llama_cpp.llama_model_chat_template(self.ptr, None)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    def token_text(self, token: int, special: bool = True) -> str:
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, 256, 0, special)
+        return buf.raw[: max(n, 0)].decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            llama_cpp.llama_model_free(self.ptr)
+            self.ptr = None
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Context:
+    """One inference context (KV cache) on a `Model`, holding a single sequence.
+
+    `tokens` mirrors exactly what the KV cache holds, position by position; every change to the cache goes
+    through this class so the two can never disagree.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        n_ctx: int = 4096,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+    ) -> None:
+        if n_ctx < 16:
+            raise EngineError(f"context length {n_ctx} is too small (at least 16 tokens)")
+        self.model = model
+        threads = n_threads or default_threads()
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = int(n_ctx)
+        params.n_batch = int(min(n_batch, n_ctx))
+        params.n_ubatch = int(min(n_batch, n_ctx))
+        params.n_seq_max = 1
+        params.n_threads = int(threads)
+        params.n_threads_batch = int(n_threads_batch or threads)
+        self._abort = threading.Event()
+
+        def _abort_cb(_data: ctypes.c_void_p) -> bool:
+            return self._abort.is_set()
+
+        self._abort_cb = llama_cpp.ggml_abort_callback(_abort_cb)
+        params.abort_callback = self._abort_cb
+        ptr = llama_cpp.llama_init_from_model(model.ptr, params)
+        if not ptr:
+            raise EngineError(f"could not create a context of {n_ctx} tokens for {model.path.name} (not enough memory?)")
+        self.ptr = ptr
+        self.n_ctx = int(llama_cpp.llama_n_ctx(ptr))
+        self.n_batch = int(params.n_batch)
+        self.mem = llama_cpp.llama_get_memory(ptr)
+        self.tokens: list[int] = []
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._n_vocab = model.n_vocab
+        self._logits_type = ctypes.c_float * self._n_vocab
+
+    # -- KV cache ---------------------------------------------------------------------------------
+    @property
+    def n_past(self) -> int:
+        return len(self.tokens)
+
+    def truncate(self, n_keep: int) -> None:
+        """Drop every cached token from position `n_keep` on."""
+        if n_keep >= len(self.tokens):
+            return
+        if n_keep < 0:
+            n_keep = 0
+        ok = llama_cpp.llama_memory_seq_rm(self.mem, 0, n_keep, -1)
+        if not ok:
+            # a model whose memory cannot drop a partial sequence (recurrent): start over from the top
+            llama_cpp.llama_memory_clear(self.mem, True)
+            if n_keep > 0:
+                raise EngineError(
+                    f"{self.model.path.name}: the KV cache refused to roll back to position {n_keep} "
+                    "(recurrent models cannot be used for speculative decoding)"
+                )
+        del self.tokens[n_keep:]
+
+    def clear(self) -> None:
+        llama_cpp.llama_memory_clear(self.mem, True)
+        self.tokens.clear()
+
+    def common_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading tokens of `tokens` the cache already holds."""
+        cached = self.tokens
+        n = min(len(cached), len(tokens))
+        if n and cached[:n] == list(tokens[:n]):
+            return n
+        i = 0
+        while i < n and cached[i] == tokens[i]:
+            i += 1
+        return i
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def decode(self, tokens: Sequence[int], outputs: str = "last") -> int:
+        """Append `tokens` to the cache. `outputs` is "last" (logits for the last token only) or "all".
+
+        Returns the number of logit rows produced by the final chunk (row i = token i of that chunk),
+        which is what `logits(i)` indexes. Long inputs are split into chunks of n_batch tokens.
+        """
+        n = len(tokens)
+        if n == 0:
+            raise EngineError("nothing to decode")
+        if len(self.tokens) + n > self.n_ctx:
+            raise EngineError(
+                f"context full: {len(self.tokens) + n} tokens needed, the context holds {self.n_ctx} "
+                "(raise the context length)"
+            )
+        self._abort.clear()
+        batch = self._batch
+        start = 0
+        rows = 0
+        while start < n:
+            chunk = tokens[start : start + self.n_batch]
+            m = len(chunk)
+            last_chunk = start + m >= n
+            pos0 = len(self.tokens)
+            for j, tok in enumerate(chunk):
+                batch.token[j] = tok
+                batch.pos[j] = pos0 + j
+                batch.n_seq_id[j] = 1
+                batch.seq_id[j][0] = 0
+                batch.logits[j] = 1 if (last_chunk and (outputs == "all" or j == m - 1)) else 0
+            batch.n_tokens = m
+            rc = llama_cpp.llama_decode(self.ptr, batch)
+            if rc != 0:
+                # the failed batch may have left partial entries: make the cache match our record again
+                llama_cpp.llama_memory_seq_rm(self.mem, 0, pos0, -1)
+                if rc == 2 or self._abort.is_set():
+                    raise EngineError("decoding was aborted")
+                if rc == 1:
+                    raise EngineError("no room in the KV cache for this batch (raise the context length)")
+                raise EngineError(f"llama_decode failed with code {rc}")
+            self.tokens.extend(chunk)
+            rows = m if outputs == "all" else 1
+            start += m
+        return rows
+
+    def logits(self, i: int) -> np.ndarray:
+        """Zero-copy view of the logits of output row `i` of the last decode (-1 = the last row)."""
+        ptr = llama_cpp.llama_get_logits_ith(self.ptr, i)
+        if not ptr:
+            raise EngineError(f"no logits for output row {i}")
+        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(self._logits_type)).contents)
+
+    def abort(self) -> None:
+        """Ask a running decode (e.g. a long prompt) to stop as soon as possible. Thread-safe."""
+        self._abort.set()
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self.ptr)
+            self.ptr = None
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def default_threads() -> int:
+    """Physical cores if known (llama.cpp is memory-bound: hyperthreads rarely help), at least 1."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:
+        n = None
+    return max(1, n or os.cpu_count() or 1)

@@ -1,0 +1,327 @@
+"""The speculative decoding loop: propose, verify in one batch, keep what the target agrees with.
+
+One round (see docs/engine.md for the why):
+
+1. the proposer guesses up to `draft_max` tokens d1..dn that follow the accepted history;
+2. the target decodes [last, d1..dn] in ONE batch, asking for logits at every position;
+3. walking the rows in order, the target's sampler picks its own token at row i; if it equals d(i+1) the
+   guess is accepted and the walk goes on, otherwise the target's token is kept and the walk stops — so
+   every round emits between 1 and n+1 tokens, each one exactly what the target itself would have chosen;
+4. both KV caches are rolled back (`llama_memory_seq_rm`) to exactly the accepted tokens.
+
+With no proposer, the same loop is plain decoding (one token per round).
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from app.engine.llama_backend import Context, EngineError
+from app.engine.proposers import Proposer
+from app.engine.sampling import SamplingParams, TargetSampler
+
+__all__ = ["SpecSettings", "Piece", "GenerationStats", "GenerationResult", "RoundInfo", "generate"]
+
+
+@dataclass
+class SpecSettings:
+    draft_max: int = 5  # at most this many guesses per round (1..32)
+    draft_min: int = 0  # a draft shorter than this is not worth a verify batch: drop it
+    draft_p_min: float = 0.0  # draft model: stop drafting when its top probability falls below this
+
+    def validate(self) -> None:
+        if not (1 <= self.draft_max <= 32):
+            raise ValueError(f"draft tokens (max) must be between 1 and 32, got {self.draft_max}")
+        if not (0 <= self.draft_min <= self.draft_max):
+            raise ValueError(f"draft tokens (min) must be between 0 and the max ({self.draft_max}), got {self.draft_min}")
+        if not (0.0 <= self.draft_p_min < 1.0):
+            raise ValueError(f"draft probability cutoff must be in [0, 1), got {self.draft_p_min}")
+
+
+@dataclass
+class Piece:
+    """A piece of streamed text. `from_draft`: every token in it was a draft guess the target accepted."""
+
+    text: str
+    from_draft: bool
+
+
+@dataclass
+class RoundInfo:
+    drafted: int
+    accepted: int
+    emitted: int
+    target_kv: int
+    draft_kv: int | None
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # reused from the KV cache (chat prefix reuse): not processed again
+    prompt_seconds: float = 0.0
+    prompt_tokens_per_second: float = 0.0
+    time_to_first_token: float = 0.0
+    generated_tokens: int = 0
+    decode_seconds: float = 0.0
+    decode_tokens_per_second: float = 0.0
+    drafted: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    acceptance_rate: float = 0.0
+    mean_accepted_per_round: float = 0.0
+    rounds: int = 0
+    draft_seconds: float = 0.0
+    target_seconds: float = 0.0
+    total_seconds: float = 0.0
+    proposer: str = "none"
+    draft_max: int = 0
+    stop_reason: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        s = (
+            f"{self.decode_tokens_per_second:.1f} tok/s · {self.generated_tokens} tokens · "
+            f"{self.time_to_first_token:.2f} s to first token"
+        )
+        if self.drafted:
+            s += f" · accepted {self.accepted}/{self.drafted} draft tokens ({self.acceptance_rate:.0%})"
+        return s
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    tokens: list[int]
+    stats: GenerationStats
+    pieces: list[Piece] = field(default_factory=list)
+
+
+class _TextAssembler:
+    """Turns token bytes into text pieces: incremental UTF-8, stop strings held back until decided."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._stop = [s for s in stop if s]
+        self._hold = max((len(s) for s in self._stop), default=0)
+        self._pending: list[tuple[str, bool]] = []  # (char, from_draft), not yet emitted
+        self.text: list[str] = []
+        self.stopped = False
+
+    def feed(self, data: bytes, from_draft: bool) -> list[Piece]:
+        text = self._decoder.decode(data)
+        if not text or self.stopped:
+            return []
+        if not self._stop:
+            self.text.append(text)
+            return [Piece(text, from_draft)]
+        self._pending.extend((c, from_draft) for c in text)
+        pending = "".join(c for c, _ in self._pending)
+        cut = -1
+        for s in self._stop:
+            i = pending.find(s)
+            if i != -1 and (cut == -1 or i < cut):
+                cut = i
+        if cut != -1:
+            self.stopped = True
+            return self._emit(cut, drop_rest=True)
+        # keep back the longest tail that could still become a stop string
+        keep = 0
+        for k in range(min(self._hold - 1, len(pending)), 0, -1):
+            tail = pending[-k:]
+            if any(s.startswith(tail) for s in self._stop):
+                keep = k
+                break
+        return self._emit(len(pending) - keep)
+
+    def _emit(self, n: int, drop_rest: bool = False) -> list[Piece]:
+        chars, rest = self._pending[:n], self._pending[n:]
+        self._pending = [] if drop_rest else rest
+        pieces: list[Piece] = []
+        for c, flag in chars:
+            if pieces and pieces[-1].from_draft == flag:
+                pieces[-1].text += c
+            else:
+                pieces.append(Piece(c, flag))
+        self.text.extend(p.text for p in pieces)
+        return pieces
+
+    def finish(self) -> list[Piece]:
+        if self.stopped:
+            return []
+        tail = self._decoder.decode(b"", final=True)
+        if tail:
+            self._pending.extend((c, False) for c in tail)
+        return self._emit(len(self._pending))
+
+
+def generate(
+    target: Context,
+    prompt: Sequence[int],
+    sampling: SamplingParams,
+    *,
+    proposer: Proposer | None = None,
+    spec: SpecSettings | None = None,
+    max_tokens: int = 256,
+    stop: Sequence[str] = (),
+    cancel: threading.Event | None = None,
+    on_piece: Callable[[Piece], None] | None = None,
+    on_round: Callable[[RoundInfo], None] | None = None,
+) -> GenerationResult:
+    """Generate up to `max_tokens` tokens after `prompt` with the target context (and a proposer).
+
+    The target's KV cache is reused as far as it matches `prompt` (chat prefix reuse). Returns the text,
+    the token ids and the stats; streams pieces through `on_piece` as soon as they are final.
+    """
+    spec = spec or SpecSettings()
+    spec.validate()
+    if max_tokens < 1:
+        raise ValueError(f"max tokens must be at least 1, got {max_tokens}")
+    if not prompt:
+        raise EngineError("the prompt is empty")
+    model = target.model
+    if len(prompt) >= target.n_ctx:
+        raise EngineError(
+            f"the prompt has {len(prompt)} tokens but the context holds {target.n_ctx}: "
+            "raise the context length or shorten the conversation"
+        )
+    cancel = cancel or threading.Event()
+    stats = GenerationStats(prompt_tokens=len(prompt), proposer=proposer.name if proposer else "none")
+    stats.draft_max = spec.draft_max if proposer else 0
+    sampler = TargetSampler(sampling, model.n_vocab)
+    text = _TextAssembler(stop)
+    out_tokens: list[int] = []
+    pieces: list[Piece] = []
+
+    def emit(new: list[Piece]) -> None:
+        for p in new:
+            pieces.append(p)
+            if on_piece is not None:
+                on_piece(p)
+
+    t_start = time.perf_counter()
+    try:
+        # -- prompt processing (reusing the cached prefix) ----------------------------------------
+        n_common = target.common_prefix(prompt)
+        if n_common == len(prompt):
+            n_common -= 1  # the last prompt token must be decoded again to get its logits
+        target.truncate(n_common)
+        stats.cached_prompt_tokens = n_common
+        sampler.prime(prompt)
+        try:
+            target.decode(prompt[n_common:], outputs="last")
+        except EngineError:
+            if cancel.is_set():
+                stats.stop_reason = "cancelled"
+                stats.total_seconds = time.perf_counter() - t_start
+                return GenerationResult("", [], stats, [])
+            raise
+        t_prompt = time.perf_counter()
+        stats.prompt_seconds = t_prompt - t_start
+        n_processed = len(prompt) - n_common
+        stats.prompt_tokens_per_second = n_processed / stats.prompt_seconds if stats.prompt_seconds > 0 else 0.0
+
+        history = list(prompt)
+        tok = sampler.sample(target, -1)
+        stats.time_to_first_token = time.perf_counter() - t_start
+        draft_seconds0 = proposer.seconds if proposer else 0.0
+        target_seconds = 0.0
+        stop_reason = ""
+
+        def take(token: int, from_draft: bool) -> bool:
+            """Record an emitted token; True when generation must stop."""
+            nonlocal stop_reason
+            if model.is_eog(token):
+                stop_reason = "eos"
+                return True
+            out_tokens.append(token)
+            history.append(token)
+            emit(text.feed(model.token_bytes(token), from_draft))
+            if text.stopped:
+                stop_reason = "stop_string"
+                return True
+            if len(out_tokens) >= max_tokens:
+                stop_reason = "max_tokens"
+                return True
+            return False
+
+        done = take(tok, False)
+        while not done:
+            if cancel.is_set():
+                stop_reason = "cancelled"
+                break
+            n_past = target.n_past  # == len(history) - 1: the last token is not decoded yet
+            if n_past + 1 > target.n_ctx:
+                stop_reason = "context_full"
+                break
+            # -- propose --------------------------------------------------------------------------
+            draft: list[int] = []
+            if proposer is not None:
+                n_max = min(spec.draft_max, max_tokens - len(out_tokens) - 1, target.n_ctx - n_past - 1)
+                if n_max > 0:
+                    draft = proposer.propose(history, n_max)[:n_max]
+                    if len(draft) < spec.draft_min:
+                        draft = []
+            # -- verify in one batch --------------------------------------------------------------
+            t0 = time.perf_counter()
+            try:
+                target.decode([history[-1], *draft], outputs="all")
+            except EngineError:
+                if cancel.is_set():
+                    stop_reason = "cancelled"
+                    break
+                raise
+            n_acc = 0
+            for i in range(len(draft) + 1):
+                tok = sampler.sample(target, i)
+                if i < len(draft) and tok == draft[i]:
+                    n_acc += 1
+                    if take(tok, True):
+                        done = True
+                        break
+                else:
+                    done = take(tok, False)
+                    break
+            target_seconds += time.perf_counter() - t0
+            # -- roll back to the accepted tokens -------------------------------------------------
+            n_keep = n_past + 1 + n_acc
+            target.truncate(n_keep)
+            if proposer is not None:
+                proposer.accepted(n_keep)
+            stats.rounds += 1
+            stats.drafted += len(draft)
+            stats.accepted += n_acc
+            if on_round is not None:
+                draft_ctx = getattr(proposer, "ctx", None)
+                on_round(
+                    RoundInfo(
+                        drafted=len(draft),
+                        accepted=n_acc,
+                        emitted=n_acc + 1,
+                        target_kv=target.n_past,
+                        draft_kv=draft_ctx.n_past if draft_ctx is not None else None,
+                    )
+                )
+        emit(text.finish())
+        t_end = time.perf_counter()
+        stats.stop_reason = stop_reason
+        stats.generated_tokens = len(out_tokens)
+        stats.decode_seconds = t_end - t_prompt
+        after_first = max(len(out_tokens) - 1, 0)
+        decode_time = t_end - (t_start + stats.time_to_first_token)
+        stats.decode_tokens_per_second = after_first / decode_time if decode_time > 0 and after_first else 0.0
+        stats.rejected = stats.drafted - stats.accepted
+        stats.acceptance_rate = stats.accepted / stats.drafted if stats.drafted else 0.0
+        stats.mean_accepted_per_round = stats.accepted / stats.rounds if stats.rounds else 0.0
+        stats.draft_seconds = (proposer.seconds - draft_seconds0) if proposer else 0.0
+        stats.target_seconds = target_seconds
+        stats.total_seconds = t_end - t_start
+        return GenerationResult("".join(text.text), out_tokens, stats, pieces)
+    finally:
+        sampler.close()
