@@ -1,0 +1,341 @@
+"""`tandem` — the command line: inspect GGUF files, check a draft, generate with speculative decoding.
+
+Without a sub-command it opens the desktop app (until the desktop UI is installed: a chat in the
+terminal on the bundled demo model). Every bad input ends with one clear line on stderr and a
+non-zero exit code (1 error, 2 bad option, 3 incompatible draft, 130 interrupted), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INCOMPATIBLE = 3
+
+
+class _CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _CliError(f"{self.prog}: {message} (see {self.prog} --help)", EXIT_USAGE)
+
+
+def _int_range(lo: int, hi: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, got {text!r}") from None
+        if not (lo <= v <= hi):
+            raise argparse.ArgumentTypeError(f"{what} must be between {lo} and {hi}, got {v}")
+        return v
+
+    return parse
+
+
+def _float_range(lo: float, hi: float, what: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not (lo <= v <= hi):
+            raise argparse.ArgumentTypeError(f"{what} must be between {lo} and {hi}, got {v}")
+        return v
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tandem", description="Run GGUF language models locally, faster, with speculative decoding.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    pi = sub.add_parser("inspect", help="show a GGUF file's metadata (fast: tensors are not loaded)")
+    pi.add_argument("file")
+    pi.add_argument("--json", action="store_true", help="print JSON")
+
+    pc = sub.add_parser("check-draft", help="can DRAFT serve as the draft model for TARGET? (exit 0 yes, 3 no)")
+    pc.add_argument("target")
+    pc.add_argument("draft")
+    pc.add_argument("--json", action="store_true")
+
+    pg = sub.add_parser("generate", help="generate text, optionally with speculative decoding")
+    pg.add_argument("--model", "-m", required=True, help="target model (GGUF)")
+    src = pg.add_mutually_exclusive_group()
+    src.add_argument("--draft", "-md", help="draft model (GGUF, same tokenizer as the target)")
+    src.add_argument("--prompt-lookup", action="store_true", help="draft from n-grams of the prompt (no 2nd model)")
+    pg.add_argument("--draft-max", type=_int_range(1, 32, "--draft-max"), default=5)
+    pg.add_argument("--draft-min", type=_int_range(0, 32, "--draft-min"), default=0)
+    pg.add_argument("--draft-p-min", type=_float_range(0.0, 0.999, "--draft-p-min"), default=0.0)
+    pg.add_argument("--gpu-layers", "-ngl", type=_int_range(-1, 100000, "--gpu-layers"), default=0,
+                    help="layers of the target on the GPU (-1 = all)")
+    pg.add_argument("--draft-gpu-layers", "-ngld", type=_int_range(-1, 100000, "--draft-gpu-layers"), default=0)
+    pg.add_argument("--ctx", "-c", type=_int_range(16, 1_048_576, "--ctx"), default=4096)
+    pg.add_argument("--draft-ctx", type=_int_range(16, 1_048_576, "--draft-ctx"), default=None,
+                    help="draft context length (default: same as --ctx)")
+    pg.add_argument("--threads", "-t", type=_int_range(1, 512, "--threads"), default=None)
+    pg.add_argument("--temperature", "--temp", type=_float_range(0.0, 5.0, "--temperature"), default=0.8,
+                    help="0 = greedy (deterministic)")
+    pg.add_argument("--top-k", type=_int_range(0, 1_000_000, "--top-k"), default=40)
+    pg.add_argument("--top-p", type=_float_range(0.001, 1.0, "--top-p"), default=0.95)
+    pg.add_argument("--min-p", type=_float_range(0.0, 0.999, "--min-p"), default=0.05)
+    pg.add_argument("--repeat-penalty", type=_float_range(0.01, 10.0, "--repeat-penalty"), default=1.0)
+    pg.add_argument("--seed", type=_int_range(0, 2**32 - 1, "--seed"), default=None)
+    pg.add_argument("--max-tokens", "-n", type=_int_range(1, 1_048_576, "--max-tokens"), default=256)
+    pg.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    pg.add_argument("--system", default="", help="system prompt")
+    pg.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
+    prompt = pg.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", "-p")
+    prompt.add_argument("--prompt-file", "-f")
+    pg.add_argument("--json", action="store_true", help="print one JSON object (text, tokens, stats) at the end")
+    pg.add_argument("--quiet", "-q", action="store_true", help="no stats line on stderr")
+
+    pt = sub.add_parser("chat", help="chat in the terminal (default model: the bundled demo model)")
+    pt.add_argument("--model", "-m", default=None, help="target model (GGUF); default: the demo model")
+    pt.add_argument("--prompt-lookup", action="store_true", help="speculate with prompt lookup")
+    pt.add_argument("--draft", "-md", default=None, help="draft model (GGUF)")
+    pt.add_argument("--system", default="You are a helpful assistant.")
+    pt.add_argument("--ctx", "-c", type=_int_range(16, 1_048_576, "--ctx"), default=4096)
+    pt.add_argument("--max-tokens", "-n", type=_int_range(1, 1_048_576, "--max-tokens"), default=512)
+    pt.add_argument("--temperature", "--temp", type=_float_range(0.0, 5.0, "--temperature"), default=0.7)
+    pt.add_argument("--smoke-test", action="store_true",
+                    help="non-interactive check: load the model, answer one question, exit 0")
+    return p
+
+
+# -- commands ------------------------------------------------------------------------------------------
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from app.engine.gguf_info import inspect_gguf, to_json
+
+    info = inspect_gguf(args.file)
+    data = to_json(info)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if key == "chat_template" and isinstance(value, str):
+            value = (value[:70] + "…") if len(value) > 70 else value
+            value = value.replace("\n", "⏎")
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _cmd_check_draft(args: argparse.Namespace) -> int:
+    from app.engine.compat import check_draft_compatibility, draft_size_advice
+    from app.engine.gguf_info import inspect_gguf
+
+    target, draft = inspect_gguf(args.target), inspect_gguf(args.draft)
+    verdict = check_draft_compatibility(target, draft)
+    advice = draft_size_advice(target, draft) if verdict.compatible else None
+    if args.json:
+        print(json.dumps({"compatible": verdict.compatible, "reason": verdict.reason, "advice": advice}))
+    else:
+        print(("compatible: " if verdict.compatible else "incompatible: ") + verdict.reason.removeprefix("compatible: "))
+        if advice:
+            print(f"note: {advice}")
+    return 0 if verdict.compatible else EXIT_INCOMPATIBLE
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from app.engine.sampling import SamplingParams
+    from app.engine.session import ChatSession, Engine, ModelSettings
+    from app.engine.speculative import SpecSettings
+
+    if args.prompt_file is not None:
+        try:
+            prompt_text = Path(args.prompt_file).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise _CliError(f"prompt file not found: {args.prompt_file}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise _CliError(f"cannot read prompt file {args.prompt_file}: {e}") from None
+    else:
+        prompt_text = args.prompt
+    if not prompt_text.strip():
+        raise _CliError("the prompt is empty", EXIT_USAGE)
+    if args.draft_min > args.draft_max:
+        raise _CliError(f"--draft-min ({args.draft_min}) is larger than --draft-max ({args.draft_max})", EXIT_USAGE)
+
+    sampling = SamplingParams(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty, seed=args.seed,
+    )
+    engine = Engine()
+    cancel_once = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if cancel_once.is_set():
+            raise KeyboardInterrupt
+        cancel_once.set()
+        engine.cancel()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        engine.load_target(ModelSettings(Path(args.model), n_gpu_layers=args.gpu_layers, n_ctx=args.ctx,
+                                         n_threads=args.threads))
+        engine.set_spec(SpecSettings(args.draft_max, args.draft_min, args.draft_p_min))
+        if args.draft:
+            engine.load_draft(ModelSettings(Path(args.draft), n_gpu_layers=args.draft_gpu_layers,
+                                            n_ctx=args.draft_ctx or args.ctx, n_threads=args.threads))
+        elif args.prompt_lookup:
+            engine.use_prompt_lookup()
+
+        def on_piece(piece) -> None:
+            if not args.json:
+                sys.stdout.write(piece.text)
+                sys.stdout.flush()
+
+        if args.raw or engine.target.info.chat_template is None:
+            if args.system:
+                prompt_text = f"{args.system}\n\n{prompt_text}"
+            tokens = engine.tokenize_prompt(prompt_text)
+            result = engine.generate(tokens, sampling, max_tokens=args.max_tokens, stop=args.stop, on_piece=on_piece)
+        else:
+            chat = ChatSession(engine, system_prompt=args.system)
+            result = chat.send(prompt_text, sampling, max_tokens=args.max_tokens, on_piece=on_piece, stop=args.stop)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        engine.close()
+
+    stats = result.stats
+    if args.json:
+        print(json.dumps({"text": result.text, "tokens": result.tokens, "stats": stats.to_dict()}, ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        if not args.quiet:
+            line = (
+                f"[{stats.summary()} · prompt {stats.prompt_tokens} tokens at "
+                f"{stats.prompt_tokens_per_second:.1f} tok/s · stop: {stats.stop_reason}]"
+            )
+            print(line, file=sys.stderr)
+    return 130 if stats.stop_reason == "cancelled" else 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from app.engine.sampling import SamplingParams
+    from app.engine.session import ChatSession, Engine, ModelSettings
+
+    if args.model is None:
+        from app.library.reference_models import ensure_demo_model
+
+        model_path = ensure_demo_model(progress=lambda msg: print(f"tandem: {msg}", file=sys.stderr))
+    else:
+        model_path = Path(args.model)
+    engine = Engine()
+    try:
+        print(f"tandem: loading {model_path.name} …", file=sys.stderr)
+        engine.load_target(ModelSettings(model_path, n_ctx=args.ctx))
+        if args.draft:
+            engine.load_draft(ModelSettings(Path(args.draft), n_ctx=args.ctx))
+        elif args.prompt_lookup:
+            engine.use_prompt_lookup()
+        chat = ChatSession(engine, system_prompt=args.system)
+        sampling = SamplingParams(temperature=args.temperature)
+
+        def show(piece) -> None:
+            sys.stdout.write(piece.text)
+            sys.stdout.flush()
+
+        if args.smoke_test:
+            sampling = SamplingParams(temperature=0.0)
+            result = chat.send("Say hello in one short sentence.", sampling, max_tokens=24, on_piece=show)
+            print(f"\n[{result.stats.summary()}]", file=sys.stderr)
+            if not result.tokens:
+                raise _CliError("smoke test failed: the model generated nothing")
+            return 0
+        print(f"Chatting with {model_path.name}. Empty line or Ctrl-D to quit, Ctrl-C stops a reply.",
+              file=sys.stderr)
+        old = signal.signal(signal.SIGINT, lambda *_: engine.cancel())
+        try:
+            while True:
+                try:
+                    text = input("\n> ")
+                except EOFError:
+                    break
+                if not text.strip():
+                    break
+                result = chat.send(text, sampling, max_tokens=args.max_tokens, on_piece=show)
+                print(f"\n[{result.stats.summary()}]", file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGINT, old)
+        return 0
+    finally:
+        engine.close()
+
+
+def _cmd_gui(argv: Sequence[str]) -> int:
+    try:
+        from app.ui.main import main as gui_main  # type: ignore[import-not-found]
+    except ImportError:
+        # the desktop UI is not part of this install yet: chat in the terminal on the demo model
+        return main(["chat", *argv])
+    return int(gui_main(list(argv)) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"inspect": _cmd_inspect, "check-draft": _cmd_check_draft, "generate": _cmd_generate,
+                "chat": _cmd_chat}
+    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
+        if argv and not argv[0].startswith("-"):
+            print(f"tandem: unknown command {argv[0]!r} (commands: {', '.join(commands)})", file=sys.stderr)
+            return EXIT_USAGE
+        return _cmd_gui(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        return commands[args.command](args)
+    except _CliError as e:
+        print(str(e), file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("tandem: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as e:  # every other failure: one line, never a traceback
+        return _report(e)
+
+
+def _report(e: Exception) -> int:
+    from app.engine.llama_backend import EngineError
+
+    code = EXIT_ERROR
+    try:
+        from app.engine.session import IncompatibleDraft
+
+        if isinstance(e, IncompatibleDraft):
+            code = EXIT_INCOMPATIBLE
+    except Exception:
+        pass
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if not isinstance(e, (EngineError, ValueError, OSError)) and e.__class__.__name__ not in (
+        "GGUFError", "ChatTemplateError", "ReferenceModelError",
+    ):
+        msg = f"{type(e).__name__}: {msg}"
+    print(f"tandem: {msg}", file=sys.stderr)
+    if os.environ.get("TANDEM_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

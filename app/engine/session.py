@@ -1,0 +1,265 @@
+"""The engine facade the CLI and the worker thread drive: load models, pick a proposer, chat.
+
+`Engine` owns the target model and context, and the draft (model + context, or prompt lookup). It never
+loads a draft that is not tokenizer-compatible with the target. `ChatSession` renders a conversation with
+the model's own chat template and generates replies, reusing the KV cache of the previous turns in both
+contexts so a new turn processes only its new tokens.
+
+Thread model: one thread (the worker) calls everything except `cancel()`, which any thread may call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.engine.chat_template import ChatTemplate, Message
+from app.engine.compat import Verdict, check_draft_compatibility
+from app.engine.gguf_info import ModelInfo, inspect_gguf
+from app.engine.llama_backend import Context, EngineError, Model
+from app.engine.proposers import DraftModelProposer, PromptLookupProposer, Proposer
+from app.engine.sampling import SamplingParams
+from app.engine.speculative import GenerationResult, Piece, RoundInfo, SpecSettings, generate
+
+__all__ = ["ModelSettings", "Engine", "ChatSession", "IncompatibleDraft", "DRAFT_SOURCES"]
+
+DRAFT_SOURCES = ("off", "draft-model", "prompt-lookup")
+
+
+class IncompatibleDraft(EngineError):
+    """The draft's tokenizer differs from the target's: it is refused, with the reason."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(f"draft model refused: {verdict.reason}")
+        self.verdict = verdict
+
+
+@dataclass
+class ModelSettings:
+    path: Path
+    n_gpu_layers: int = 0
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    n_batch: int = 512
+
+    def validate(self) -> None:
+        if not (16 <= self.n_ctx <= 1_048_576):
+            raise ValueError(f"context length must be between 16 and 1048576 tokens, got {self.n_ctx}")
+        if self.n_gpu_layers < -1:
+            raise ValueError(f"GPU layers must be -1 (all) or more, got {self.n_gpu_layers}")
+        if self.n_threads is not None and not (1 <= self.n_threads <= 512):
+            raise ValueError(f"threads must be between 1 and 512, got {self.n_threads}")
+        if not (1 <= self.n_batch <= 65536):
+            raise ValueError(f"batch size must be between 1 and 65536, got {self.n_batch}")
+
+
+@dataclass
+class _Loaded:
+    settings: ModelSettings
+    info: ModelInfo
+    model: Model
+    ctx: Context
+
+    def close(self) -> None:
+        self.ctx.close()
+        self.model.close()
+
+
+def _load(settings: ModelSettings, progress: Callable[[float], bool] | None) -> _Loaded:
+    settings.validate()
+    info = inspect_gguf(settings.path)  # a clear error for a missing/corrupt file before llama.cpp sees it
+    model = Model(settings.path, n_gpu_layers=settings.n_gpu_layers, progress=progress)
+    try:
+        ctx = Context(model, n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads)
+    except BaseException:
+        model.close()
+        raise
+    return _Loaded(settings, info, model, ctx)
+
+
+class Engine:
+    def __init__(self) -> None:
+        self._target: _Loaded | None = None
+        self._draft: _Loaded | None = None
+        self.proposer: Proposer | None = None
+        self.spec = SpecSettings()
+        self._cancel = threading.Event()
+
+    # -- loading ------------------------------------------------------------------------------------
+    @property
+    def target(self) -> _Loaded:
+        if self._target is None:
+            raise EngineError("no model is loaded")
+        return self._target
+
+    @property
+    def loaded(self) -> bool:
+        return self._target is not None
+
+    @property
+    def draft_info(self) -> ModelInfo | None:
+        return self._draft.info if self._draft else None
+
+    def load_target(
+        self, settings: ModelSettings, progress: Callable[[float], bool] | None = None
+    ) -> ModelInfo:
+        """Load the target model (replacing any loaded one; a loaded draft is re-checked against it)."""
+        self.unload()
+        self._target = _load(settings, progress)
+        return self._target.info
+
+    def check_draft(self, path: str | Path) -> Verdict:
+        return check_draft_compatibility(self.target.info, inspect_gguf(path))
+
+    def load_draft(self, settings: ModelSettings, progress: Callable[[float], bool] | None = None) -> Verdict:
+        """Load a draft model for speculation. Raises IncompatibleDraft (nothing loaded) if tokenizers differ."""
+        target = self.target
+        settings.validate()
+        verdict = check_draft_compatibility(target.info, inspect_gguf(settings.path))
+        if not verdict.compatible:
+            raise IncompatibleDraft(verdict)
+        self.disable_speculation()
+        self._draft = _load(settings, progress)
+        self.proposer = DraftModelProposer(self._draft.ctx, p_min=self.spec.draft_p_min)
+        return verdict
+
+    def use_prompt_lookup(self, ngram_max: int = 4, ngram_min: int = 1) -> None:
+        self.disable_speculation()
+        self.proposer = PromptLookupProposer(ngram_max=ngram_max, ngram_min=ngram_min)
+
+    def disable_speculation(self) -> None:
+        self.proposer = None
+        if self._draft is not None:
+            self._draft.close()
+            self._draft = None
+
+    def set_spec(self, spec: SpecSettings) -> None:
+        spec.validate()
+        self.spec = spec
+        if isinstance(self.proposer, DraftModelProposer):
+            self.proposer.p_min = spec.draft_p_min
+
+    def unload(self) -> None:
+        self.disable_speculation()
+        if self._target is not None:
+            self._target.close()
+            self._target = None
+
+    # -- generation ---------------------------------------------------------------------------------
+    def tokenize_prompt(self, text: str, special: bool = False) -> list[int]:
+        """Tokenize a prompt; with special=True the text may hold control tokens (a rendered chat)."""
+        model = self.target.model
+        add_bos = True
+        if special and model.add_bos:
+            bos_text = model.token_text(model.bos, special=True)
+            add_bos = not (bos_text and text.startswith(bos_text))
+        return model.tokenize(text, add_special=add_bos, parse_special=special)
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        sampling: SamplingParams,
+        max_tokens: int = 256,
+        stop: Sequence[str] = (),
+        on_piece: Callable[[Piece], None] | None = None,
+        on_round: Callable[[RoundInfo], None] | None = None,
+    ) -> GenerationResult:
+        self._cancel.clear()
+        return generate(
+            self.target.ctx,
+            prompt,
+            sampling,
+            proposer=self.proposer,
+            spec=self.spec,
+            max_tokens=max_tokens,
+            stop=stop,
+            cancel=self._cancel,
+            on_piece=on_piece,
+            on_round=on_round,
+        )
+
+    def cancel(self) -> None:
+        """Stop the running generation within one round (also interrupts a long prompt). Thread-safe."""
+        self._cancel.set()
+        if self._target is not None:
+            self._target.ctx.abort()
+        if self._draft is not None:
+            self._draft.ctx.abort()
+
+    def reset_cache(self) -> None:
+        """Forget the cached conversation in both contexts."""
+        if self._target is not None:
+            self._target.ctx.clear()
+        if self.proposer is not None:
+            self.proposer.reset()
+
+    def close(self) -> None:
+        self.unload()
+
+
+@dataclass
+class ChatSession:
+    """A multi-turn conversation rendered with the target's chat template."""
+
+    engine: Engine
+    system_prompt: str = ""
+    messages: list[Message] = field(default_factory=list)
+
+    def _template(self) -> ChatTemplate:
+        info = self.engine.target.info
+        model = self.engine.target.model
+        return ChatTemplate(
+            info.chat_template,
+            bos_token=model.token_text(model.bos, special=True) if model.bos >= 0 else "",
+            eos_token=model.token_text(model.eos, special=True) if model.eos >= 0 else "",
+        )
+
+    def render(self, messages: Sequence[Message] | None = None) -> str:
+        msgs = list(messages if messages is not None else self.messages)
+        if self.system_prompt:
+            msgs = [Message("system", self.system_prompt), *msgs]
+        return self._template().render(msgs, add_generation_prompt=True)
+
+    def send(
+        self,
+        user_text: str,
+        sampling: SamplingParams,
+        max_tokens: int = 512,
+        on_piece: Callable[[Piece], None] | None = None,
+        stop: Sequence[str] = (),
+    ) -> GenerationResult:
+        """Add a user message, generate the assistant's reply, and add it to the history."""
+        self.messages.append(Message("user", user_text))
+        try:
+            return self._reply(sampling, max_tokens, on_piece, stop)
+        except BaseException:
+            self.messages.pop()
+            raise
+
+    def regenerate(
+        self,
+        sampling: SamplingParams,
+        max_tokens: int = 512,
+        on_piece: Callable[[Piece], None] | None = None,
+        stop: Sequence[str] = (),
+    ) -> GenerationResult:
+        """Drop the last assistant reply and generate it again."""
+        if self.messages and self.messages[-1].role == "assistant":
+            self.messages.pop()
+        if not self.messages or self.messages[-1].role != "user":
+            raise EngineError("nothing to regenerate: the conversation has no user message")
+        return self._reply(sampling, max_tokens, on_piece, stop)
+
+    def _reply(
+        self,
+        sampling: SamplingParams,
+        max_tokens: int,
+        on_piece: Callable[[Piece], None] | None,
+        stop: Sequence[str],
+    ) -> GenerationResult:
+        prompt = self.engine.tokenize_prompt(self.render(), special=True)
+        result = self.engine.generate(prompt, sampling, max_tokens=max_tokens, stop=stop, on_piece=on_piece)
+        self.messages.append(Message("assistant", result.text))
+        return result

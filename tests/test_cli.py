@@ -1,0 +1,132 @@
+"""`tandem` on the command line: real subprocesses, real (tiny) models, one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def tandem(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
+
+
+def test_inspect_prints_metadata_and_json(tiny_target):
+    proc = tandem("inspect", str(tiny_target))
+    assert proc.returncode == 0, proc.stderr
+    assert "llama" in proc.stdout
+    proc = tandem("inspect", str(tiny_target), "--json")
+    data = json.loads(proc.stdout)
+    assert data["architecture"] == "llama"
+    assert data["block_count"] == 4
+
+
+def test_check_draft_exit_codes(tiny_target, tiny_draft, tiny_other_vocab):
+    ok = tandem("check-draft", str(tiny_target), str(tiny_draft))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("compatible")
+    bad = tandem("check-draft", str(tiny_target), str(tiny_other_vocab))
+    assert bad.returncode == 3
+    assert bad.stdout.startswith("incompatible")
+    assert "token" in bad.stdout
+
+
+def test_generate_json_with_draft_reports_stats_and_matches_plain(tiny_target, tiny_draft):
+    common = ["generate", "-m", str(tiny_target), "--raw", "--temperature", "0", "-n", "40", "-p", "the value of",
+              "--json", "-t", "2"]
+    plain = json.loads(tandem(*common).stdout)
+    spec_proc = tandem(*common, "--draft", str(tiny_draft), "--draft-max", "4")
+    assert spec_proc.returncode == 0, spec_proc.stderr
+    spec = json.loads(spec_proc.stdout)
+    assert spec["tokens"] == plain["tokens"]
+    assert spec["text"] == plain["text"]
+    stats = spec["stats"]
+    for key in ("decode_tokens_per_second", "drafted", "accepted", "rejected", "acceptance_rate", "prompt_tokens",
+                "prompt_tokens_per_second", "time_to_first_token", "generated_tokens", "draft_seconds",
+                "target_seconds"):
+        assert key in stats
+    assert stats["drafted"] > 0 and stats["generated_tokens"] == 40
+    assert plain["stats"]["drafted"] == 0
+
+
+def test_generate_streams_text_and_a_stats_line(tiny_target, tmp_path):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("def return if else", encoding="utf-8")
+    proc = tandem("generate", "-m", str(tiny_target), "--prompt-lookup", "--temperature", "0", "-n", "16",
+                  "-f", str(prompt), "-t", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+    assert "tok/s" in proc.stderr and "stop: max_tokens" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        (None, ["no such file"]),
+        (b"", ["empty"]),
+        (b"PK\x03\x04" + b"\0" * 64, ["not a gguf"]),
+    ],
+)
+def test_bad_model_files_give_one_line(tmp_path, content, needles):
+    path = tmp_path / "model.gguf"
+    if content is not None:
+        path.write_bytes(content)
+    for args in (("inspect", str(path)), ("generate", "-m", str(path), "-p", "hi")):
+        assert_one_line_error(tandem(*args), 1, *needles)
+
+
+def test_truncated_model_gives_one_line(tiny_target, tmp_path):
+    data = tiny_target.read_bytes()
+    for cut in (10, 100, 5000):
+        bad = tmp_path / f"cut{cut}.gguf"
+        bad.write_bytes(data[:cut])
+        assert_one_line_error(tandem("generate", "-m", str(bad), "-p", "hi"), 1, "truncated")
+
+
+def test_incompatible_draft_is_refused_with_the_reason(tiny_target, tiny_other_vocab):
+    proc = tandem("generate", "-m", str(tiny_target), "--draft", str(tiny_other_vocab), "-p", "hi", "-n", "4")
+    assert_one_line_error(proc, 3, "draft model refused", "tokenizer")
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--draft-max", "0"], "between 1 and 32"),
+        (["--draft-max", "x"], "whole number"),
+        (["--temperature", "-2"], "temperature"),
+        (["--ctx", "8"], "--ctx"),
+        (["--bogus"], "unrecognized"),
+        (["--draft-min", "6", "--draft-max", "3"], "larger than"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(tiny_target, extra, needle):
+    proc = tandem("generate", "-m", str(tiny_target), "-p", "hi", *extra)
+    assert_one_line_error(proc, 2, needle)
+
+
+def test_context_too_small_for_the_prompt(tiny_target):
+    proc = tandem("generate", "-m", str(tiny_target), "--raw", "--ctx", "16", "-p", "the value of data " * 40)
+    assert_one_line_error(proc, 1, "context")
+
+
+def test_missing_prompt_file_and_unknown_command(tiny_target):
+    assert_one_line_error(tandem("generate", "-m", str(tiny_target), "-f", "/nonexistent/p.txt"), 1, "not found")
+    assert_one_line_error(tandem("frobnicate"), 2, "unknown command")
