@@ -83,6 +83,7 @@ class Model:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = -1 if n_gpu_layers < 0 else int(n_gpu_layers)
         params.vocab_only = bool(vocab_only)
+        params.use_extra_bufts = extra_buffer_types_enabled()
         self._cancelled = False
 
         def _on_progress(fraction: float, _user: ctypes.c_void_p) -> bool:
@@ -340,6 +341,21 @@ class Context:
             self.close()
         except Exception:
             pass
+
+
+def extra_buffer_types_enabled() -> bool:
+    """Whether llama.cpp may use its extra CPU buffer types (weight repacking, Intel AMX tiles).
+
+    Off by default, for two reasons: (1) repacked weights are multiplied by different kernels for one
+    token (gemv) and for a batch (gemm), so a verify batch would not give bit-identical logits to plain
+    one-token decoding, and speculative greedy output could drift from plain greedy at near-ties; (2) on
+    CPUs that advertise AMX but run where the OS or hypervisor does not really enable it (this project's CI
+    virtual machines), llama.cpp's AMX matmul crashes the process. TANDEM_EXTRA_BUFTS=1 turns them on.
+    """
+    forced = os.environ.get("TANDEM_EXTRA_BUFTS")
+    if forced is not None:
+        return forced.strip().lower() in ("1", "true", "yes", "on")
+    return False
 
 
 def default_threads() -> int:
