@@ -51,10 +51,10 @@ def vocabulary(variant: int = 0) -> tuple[list[str], list[float], list[int]]:
         types.append(gguf.TokenType.BYTE)
         scores.append(0.0)
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
-    pieces = [f"▁{w}" for w in _WORDS] + letters + [f"▁{c}" for c in letters] + list(".,:;!?()[]{}=\"'-_0123456789")
+    pieces = ["▁"] + [f"▁{w}" for w in _WORDS] + letters + [f"▁{c}" for c in letters] + list(".,:;!?()[]{}=\"'-_0123456789")
     if variant == 1:
         # another tokenizer family: same size, other pieces (upper-cased words in another order)
-        pieces = [f"▁{w.upper()}" for w in reversed(_WORDS)] + letters + [f"▁{c}" for c in letters] + list(
+        pieces = ["▁"] + [f"▁{w.upper()}" for w in reversed(_WORDS)] + letters + [f"▁{c}" for c in letters] + list(
             ".,:;!?()[]{}=\"'-_0123456789"
         )
     seen: set[str] = set(tokens)

@@ -57,11 +57,15 @@ def _ensure_backend() -> None:
 def backend_info() -> dict[str, object]:
     """What this llama.cpp build can do (GPU offload support, system info)."""
     _ensure_backend()
+    system_info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
     return {
         "llama_cpp_python": llama_cpp.__version__,
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
         "mmap": bool(llama_cpp.llama_supports_mmap()),
-        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+        # llamafile's sgemm multiplies batches (n >= 2) with other kernels than single tokens: the verify
+        # batch then gives slightly different logits than plain decoding (see docs/engine.md)
+        "batch_invariant_cpu": "LLAMAFILE = 1" not in system_info,
+        "system_info": system_info,
     }
 
 
