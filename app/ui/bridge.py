@@ -21,7 +21,7 @@ from app.engine.chat_template import Message
 from app.engine.llama_backend import EngineError, LoadCancelled
 from app.engine.sampling import SamplingParams
 from app.engine.session import ChatSession, Engine, IncompatibleDraft, ModelSettings
-from app.engine.speculative import Piece, SpecSettings
+from app.engine.speculative import Piece, RoundInfo, SpecSettings
 
 __all__ = ["GenerateRequest", "EngineWorker", "EngineBridge", "FRAME_SECONDS"]
 
@@ -57,6 +57,7 @@ class EngineWorker(QObject):
     pieces = Signal(int, object)  # request id, list[Piece]
     finished = Signal(int, object)  # request id, GenerationResult
     failed = Signal(int, str)  # request id, message
+    liveStats = Signal(int, float, int, int)  # request id, decode tok/s so far, accepted, drafted (≤ 4 Hz)
     error = Signal(str)  # anything else that went wrong
 
     def __init__(self) -> None:
@@ -158,14 +159,28 @@ class EngineWorker(QObject):
                 self.pieces.emit(request_id, list(buffer))
                 buffer.clear()
 
+        live = {"tokens": 0, "accepted": 0, "drafted": 0, "t0": time.monotonic(), "last": 0.0}
+
+        def on_round(info: RoundInfo) -> None:
+            live["tokens"] += info.emitted
+            live["accepted"] += info.accepted
+            live["drafted"] += info.drafted
+            now = time.monotonic()
+            if now - live["last"] >= 0.25:
+                live["last"] = now
+                elapsed = now - live["t0"]
+                rate = live["tokens"] / elapsed if elapsed > 0 else 0.0
+                self.liveStats.emit(request_id, rate, live["accepted"], live["drafted"])
+
         try:
             chat = ChatSession(self.engine, system_prompt=request.system_prompt)
             chat.messages = list(request.messages)
             if not chat.messages or chat.messages[-1].role != "user":
                 raise EngineError("the conversation must end with a user message")
             prompt = self.engine.tokenize_prompt(chat.render(), special=True)
+            live["t0"] = time.monotonic()
             result = self.engine.generate(prompt, request.sampling, max_tokens=request.max_tokens,
-                                          stop=request.stop, on_piece=on_piece)
+                                          stop=request.stop, on_piece=on_piece, on_round=on_round)
         except BaseException as e:  # noqa: BLE001
             if buffer:
                 self.pieces.emit(request_id, list(buffer))
@@ -203,6 +218,7 @@ class EngineBridge(QObject):
         self.thread.setObjectName("tandem-engine")
         self.worker = EngineWorker()
         self.worker.moveToThread(self.thread)
+        self.thread.finished.connect(self.worker.deleteLater)
         self._loadTarget.connect(self.worker.load_target)
         self._loadDraft.connect(self.worker.load_draft)
         self._usePromptLookup.connect(self.worker.use_prompt_lookup)
@@ -248,10 +264,12 @@ class EngineBridge(QObject):
 
     def stop(self) -> None:
         """Stop the running reply (thread-safe, returns at once; the reply ends within one round)."""
-        self.worker.cancel_generation()
+        if self.thread.isRunning():
+            self.worker.cancel_generation()
 
     def cancel_load(self) -> None:
-        self.worker.cancel_load()
+        if self.thread.isRunning():
+            self.worker.cancel_load()
 
     def _done(self, *_args: object) -> None:
         self.busy = False
