@@ -60,6 +60,18 @@ def _float_range(lo: float, hi: float, what: str):
     return parse
 
 
+def _int_list(lo: int, hi: int, what: str):
+    one = _int_range(lo, hi, what)
+
+    def parse(text: str) -> tuple[int, ...]:
+        items = [t for t in text.replace(" ", "").split(",") if t]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{what} needs at least one number, got {text!r}")
+        return tuple(sorted({one(t) for t in items}))
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tandem", description="Run GGUF language models locally, faster, with speculative decoding.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -104,6 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--prompt-file", "-f")
     pg.add_argument("--json", action="store_true", help="print one JSON object (text, tokens, stats) at the end")
     pg.add_argument("--quiet", "-q", action="store_true", help="no stats line on stderr")
+
+    pb = sub.add_parser("bench", help="benchmark speculation on this machine: off vs a sweep of settings, auto-tune")
+    pb.add_argument("--model", "-m", required=True, help="target model (GGUF)")
+    bsrc = pb.add_mutually_exclusive_group()
+    bsrc.add_argument("--draft", "-md", help="draft model (GGUF, same tokenizer as the target)")
+    bsrc.add_argument("--prompt-lookup", action="store_true", help="draft from n-grams of the prompt (no 2nd model)")
+    pb.add_argument("--draft-max", type=_int_list(1, 32, "--draft-max"), default=None,
+                    help="draft lengths to sweep, comma-separated (default 1,2,3,5,8,12,16)")
+    pb.add_argument("--no-adaptive", action="store_true", help="leave the adaptive draft length out of the sweep")
+    pb.add_argument("--prompts", help="prompt file (JSONL: one {\"prompt\", \"category\", \"id\"} per line); "
+                    "default: the built-in set")
+    pb.add_argument("--repeats", "-r", type=_int_range(1, 100, "--repeats"), default=None, help="default 3")
+    pb.add_argument("--max-tokens", "-n", type=_int_range(1, 65536, "--max-tokens"), default=None,
+                    help="tokens to generate per prompt (default 128)")
+    pb.add_argument("--threads", "-t", type=_int_range(1, 512, "--threads"), default=None)
+    pb.add_argument("--ctx", "-c", type=_int_range(64, 1_048_576, "--ctx"), default=2048)
+    pb.add_argument("--gpu-layers", "-ngl", type=_int_range(-1, 100000, "--gpu-layers"), default=0)
+    pb.add_argument("--draft-gpu-layers", "-ngld", type=_int_range(-1, 100000, "--draft-gpu-layers"), default=0)
+    pb.add_argument("--autotune", choices=("quick", "thorough"), default=None,
+                    help="pick the fastest setting (quick: under a minute on a small model) and print it as a preset")
+    pb.add_argument("--json", metavar="OUT", help="write the full report (JSON)")
+    pb.add_argument("--csv", metavar="OUT", help="write the summary table (CSV)")
+    pb.add_argument("--plot", metavar="OUT.png", help="write the plot: tok/s vs draft tokens per category (PNG)")
+    pb.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
     pt = sub.add_parser("chat", help="chat in the terminal (default model: the bundled demo model)")
     pt.add_argument("--model", "-m", default=None, help="target model (GGUF); default: the demo model")
@@ -279,6 +315,73 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         engine.close()
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from app.engine import bench
+
+    if args.draft is None and not args.prompt_lookup and args.autotune:
+        raise _CliError("auto-tune needs something to tune: add --draft MODEL or --prompt-lookup", EXIT_USAGE)
+    for out in (args.json, args.csv, args.plot):
+        if out and not Path(out).resolve().parent.is_dir():
+            raise _CliError(f"cannot write {out}: the folder does not exist")
+    prompts = bench.load_prompts(args.prompts) if args.prompts else None
+    options = bench.BenchOptions(
+        model=Path(args.model), draft=Path(args.draft) if args.draft else None, prompt_lookup=args.prompt_lookup,
+        adaptive=not args.no_adaptive, prompts=prompts, threads=args.threads, n_ctx=args.ctx,
+        gpu_layers=args.gpu_layers, draft_gpu_layers=args.draft_gpu_layers,
+    )  # fmt: skip
+    if args.autotune:
+        options = bench.autotune_options(options, args.autotune)
+    # what the user asked for explicitly wins over the defaults and the auto-tune mode's choices
+    explicit = {k: v for k, v in (("draft_max", args.draft_max), ("repeats", args.repeats),
+                                  ("max_tokens", args.max_tokens)) if v is not None}
+    if explicit:
+        options = replace(options, **explicit)
+
+    cancel = threading.Event()
+    tty = sys.stderr.isatty()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    def progress(p) -> None:
+        if args.quiet:
+            return
+        if p.phase == "run":
+            tps = f"{p.last_tps:7.1f} tok/s" if p.last_tps is not None else ""
+            line = f"[{p.done:>4}/{p.total}] {p.config:<10} {p.prompt_id:<18} repeat {p.repeat + 1}  {tps}"
+            print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+        else:
+            msg = p.message or p.phase
+            print(("\r\033[K" if tty else "") + f"tandem bench: {msg}", file=sys.stderr, flush=True)
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        report = bench.run_benchmark(options, progress=progress, cancel=cancel)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if tty and not args.quiet:
+        print("\r\033[K", end="", file=sys.stderr)
+    if args.autotune and report.runs:
+        report.autotune = bench.preset_from_report(report, args.autotune)
+    print(report.format_table())
+    if args.autotune and report.autotune:
+        print(json.dumps({"preset": report.autotune}, ensure_ascii=False))
+    if args.json:
+        report.write_json(args.json)
+    if args.csv:
+        report.write_csv(args.csv)
+    if args.plot and report.runs:
+        report.write_plot(args.plot)
+    if report.cancelled:
+        print("tandem bench: cancelled (partial results)", file=sys.stderr)
+        return 130
+    return 0
+
+
 def _cmd_gui(argv: Sequence[str]) -> int:
     if "--smoke-test" in argv:
         # headless check for installers and CI: demo model, one short answer, exit 0
@@ -295,7 +398,7 @@ def _cmd_gui(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"inspect": _cmd_inspect, "check-draft": _cmd_check_draft, "generate": _cmd_generate,
-                "chat": _cmd_chat}
+                "chat": _cmd_chat, "bench": _cmd_bench}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         if argv and not argv[0].startswith("-"):
             print(f"tandem: unknown command {argv[0]!r} (commands: {', '.join(commands)})", file=sys.stderr)
@@ -330,7 +433,7 @@ def _report(e: Exception) -> int:
         pass
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if not isinstance(e, (EngineError, ValueError, OSError)) and e.__class__.__name__ not in (
-        "GGUFError", "ChatTemplateError", "ReferenceModelError",
+        "GGUFError", "ChatTemplateError", "ReferenceModelError", "BenchError",
     ):
         msg = f"{type(e).__name__}: {msg}"
     print(f"tandem: {msg}", file=sys.stderr)

@@ -32,6 +32,9 @@ class SpecSettings:
     draft_max: int = 5  # at most this many guesses per round (1..32)
     draft_min: int = 0  # a draft shorter than this is not worth a verify batch: drop it
     draft_p_min: float = 0.0  # draft model: stop drafting when its top probability falls below this
+    # choose the draft length each round (at most draft_max) from the recent acceptance, the measured costs
+    # and the draft's confidence (app.engine.adaptive); only the length changes, never what is emitted
+    adaptive: bool = False
 
     def validate(self) -> None:
         if not (1 <= self.draft_max <= 32):
@@ -205,6 +208,9 @@ def generate(
             if on_piece is not None:
                 on_piece(p)
 
+    controller = None  # adaptive draft length (spec.adaptive)
+    use_confidence = False
+    saved_p_min = 0.0
     t_start = time.perf_counter()
     try:
         # -- prompt processing (reusing the cached prefix) ----------------------------------------
@@ -232,6 +238,16 @@ def generate(
         stats.time_to_first_token = time.perf_counter() - t_start
         draft_seconds0 = proposer.seconds if proposer else 0.0
         target_seconds = 0.0
+        if proposer is not None and spec.adaptive:
+            from app.engine.adaptive import AdaptiveDraftController
+
+            controller = AdaptiveDraftController(spec.draft_max)
+            # the draft model's confidence, unless the user fixed a cut-off of their own
+            use_confidence = spec.draft_p_min == 0.0 and hasattr(proposer, "p_min") and hasattr(
+                proposer, "last_top_probs"
+            )
+            if use_confidence:
+                saved_p_min = proposer.p_min
         stop_reason = ""
 
         def take(token: int, from_draft: bool) -> bool:
@@ -262,8 +278,16 @@ def generate(
                 break
             # -- propose --------------------------------------------------------------------------
             draft: list[int] = []
+            n_max = 0
+            draft_t0 = proposer.seconds if proposer is not None else 0.0
             if proposer is not None:
-                n_max = min(spec.draft_max, max_tokens - len(out_tokens) - 1, target.n_ctx - n_past - 1)
+                want = spec.draft_max
+                if controller is not None:
+                    want = controller.next_length()
+                    if use_confidence:
+                        # a tiny cut-off still makes the draft report its top probabilities
+                        proposer.p_min = max(controller.confidence_cutoff(), 1e-9)
+                n_max = min(want, max_tokens - len(out_tokens) - 1, target.n_ctx - n_past - 1)
                 if n_max > 0:
                     draft = proposer.propose(history, n_max)[:n_max]
                     if len(draft) < spec.draft_min:
@@ -288,7 +312,18 @@ def generate(
                 else:
                     done = take(tok, False)
                     break
-            target_seconds += time.perf_counter() - t0
+            verify_seconds = time.perf_counter() - t0
+            target_seconds += verify_seconds
+            if controller is not None:
+                controller.observe(
+                    asked=n_max,
+                    drafted=len(draft),
+                    accepted=n_acc,
+                    draft_seconds=proposer.seconds - draft_t0,
+                    verify_seconds=verify_seconds,
+                    top_probs=proposer.last_top_probs if use_confidence and draft else (),
+                    first_round=stats.rounds == 0,
+                )
             # -- roll back to the accepted tokens -------------------------------------------------
             n_keep = n_past + 1 + n_acc
             target.truncate(n_keep)
@@ -324,4 +359,6 @@ def generate(
         stats.total_seconds = t_end - t_start
         return GenerationResult("".join(text.text), out_tokens, stats, pieces)
     finally:
+        if use_confidence:
+            proposer.p_min = saved_p_min
         sampler.close()

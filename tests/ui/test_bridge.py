@@ -17,7 +17,7 @@ from app.ui.bridge import FRAME_SECONDS, EngineBridge, GenerateRequest
 def bridge(qtbot, tiny_target):
     b = EngineBridge()
     with qtbot.waitSignal(b.events.loaded, timeout=30000):
-        b.load_target(ModelSettings(tiny_target, n_ctx=4096, n_threads=2))
+        b.load_target(ModelSettings(tiny_target, n_ctx=4096, n_threads=1))
     yield b
     assert b.shutdown()
 
@@ -47,7 +47,7 @@ def test_generate_streams_coalesced_pieces_then_finishes(qtbot, bridge):
 def test_draft_model_pieces_are_marked_and_stats_report_acceptance(qtbot, bridge, tiny_draft):
     with qtbot.waitSignal(bridge.events.speculationChanged, timeout=30000,
                           check_params_cb=lambda mode: mode == "draft-model"):
-        bridge.load_draft(ModelSettings(tiny_draft, n_ctx=4096, n_threads=2))
+        bridge.load_draft(ModelSettings(tiny_draft, n_ctx=4096, n_threads=1))
     bridge.set_spec(SpecSettings(draft_max=4))
     seen = []
     bridge.events.pieces.connect(lambda rid, pieces: seen.extend(pieces))
@@ -60,7 +60,7 @@ def test_draft_model_pieces_are_marked_and_stats_report_acceptance(qtbot, bridge
 
 def test_incompatible_draft_is_refused_with_reason(qtbot, bridge, tiny_other_vocab):
     with qtbot.waitSignal(bridge.events.loadFailed, timeout=30000) as failed:
-        bridge.load_draft(ModelSettings(tiny_other_vocab, n_ctx=512, n_threads=2))
+        bridge.load_draft(ModelSettings(tiny_other_vocab, n_ctx=512, n_threads=1))
     which, message = failed.args
     assert which == "draft"
     assert "refused" in message and "token" in message
@@ -95,7 +95,7 @@ def test_errors_become_events_not_exceptions(qtbot, bridge):
 def test_shutdown_while_generating_is_prompt(qtbot, tiny_target):
     b = EngineBridge()
     with qtbot.waitSignal(b.events.loaded, timeout=30000):
-        b.load_target(ModelSettings(tiny_target, n_ctx=4096, n_threads=2))
+        b.load_target(ModelSettings(tiny_target, n_ctx=4096, n_threads=1))
     with qtbot.waitSignal(b.events.pieces, timeout=30000):
         b.generate(_request(4000))
     t0 = time.monotonic()

@@ -1,0 +1,240 @@
+"""Adaptive draft length: choose each round how many tokens to guess, from what the last rounds cost and won.
+
+A fixed `draft_max` is a compromise: code and edits (long runs the draft gets right) want long drafts,
+prose (the draft is often wrong after two or three tokens) wants short ones, and a machine where the draft
+is almost as slow as the target wants hardly any. The controller measures, during the generation itself:
+
+* the **acceptance** α — the chance that the next guess is accepted given the previous ones were: counted
+  as successes (accepted guesses) and failures (the one rejected guess that ended a round), with
+  exponential forgetting so it follows the text as it changes from one kind to another;
+* the **draft cost** per guessed token (seconds the proposer spent, per token drafted);
+* the **verify cost** of a batch of k tokens (seconds per target decode + sampling, per batch size k).
+
+A round with n guesses emits on average E(n) = 1 + α + … + α^n = (1 − α^(n+1)) / (1 − α) tokens and costs
+T(n) = n · draft + verify(n + 1); the controller picks the n in [0, max] with the highest E(n) / T(n).
+n = 0 (no draft: a plain step) is allowed, so a useless draft switches itself off; the forgetting pulls α
+back towards its prior, so after a while it tries again.
+
+**Draft confidence.** The draft model's top-token probability says when its next guess is likely wrong.
+Each guessed position is recorded with that probability and whether the target accepted it; from these
+the controller learns, per probability band, how often guesses are accepted, and returns a cut-off: the
+lowest probability at which one more guess is still worth its cost (acceptance × value of a token >
+marginal cost). The speculative loop hands it to the draft model, which then stops drafting at the first
+guess below it.
+
+Only `n_max` (and the draft's early stop) changes: the target still verifies every token, so greedy output
+stays token-identical to plain decoding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["AdaptiveDraftController", "expected_tokens"]
+
+# confidence bands (upper edges) for the draft's top-token probability
+_BANDS = (0.2, 0.4, 0.6, 0.8, 0.9, 1.0 + 1e-9)
+
+
+def expected_tokens(alpha: float, n: int) -> float:
+    """Tokens a round with `n` guesses emits on average when each guess is accepted with chance `alpha`."""
+    if n <= 0:
+        return 1.0
+    if alpha >= 1.0:
+        return float(n + 1)
+    return (1.0 - alpha ** (n + 1)) / (1.0 - alpha)
+
+
+@dataclass
+class _Decayed:
+    """An exponentially forgotten sum."""
+
+    value: float = 0.0
+
+    def add(self, x: float, decay: float) -> None:
+        self.value = self.value * decay + x
+
+
+class AdaptiveDraftController:
+    """Picks the draft length of the next round (see the module docstring).
+
+    Usage by the loop, each round: `n = next_length()`, propose at most n, verify, then `observe(...)`.
+    """
+
+    def __init__(
+        self,
+        n_cap: int,
+        *,
+        n_min: int = 0,
+        n_start: int | None = None,
+        decay: float = 0.85,
+        prior_alpha: float = 0.7,
+        prior_weight: float = 3.0,
+        verify_slope_prior: float = 0.15,
+        learn_confidence: bool = True,
+    ) -> None:
+        if n_cap < 1:
+            raise ValueError(f"the largest draft length must be at least 1, got {n_cap}")
+        if not (0 <= n_min <= n_cap):
+            raise ValueError(f"the smallest draft length must be between 0 and {n_cap}, got {n_min}")
+        if not (0.0 < decay <= 1.0):
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+        self.n_cap = n_cap
+        self.n_min = n_min
+        self.decay = decay
+        self.prior_alpha = prior_alpha
+        self.prior_weight = prior_weight
+        self.verify_slope_prior = verify_slope_prior
+        self.learn_confidence = learn_confidence
+        self._succ = _Decayed()
+        self._fail = _Decayed()
+        self._draft_cost: float | None = None  # seconds per drafted token (EWMA)
+        self._verify: dict[int, float] = {}  # batch size -> seconds (EWMA)
+        # per confidence band: decayed counts of (tried, accepted) guesses
+        self._band_tried = [0.0] * len(_BANDS)
+        self._band_acc = [0.0] * len(_BANDS)
+        self._rounds = 0
+        self._n = min(n_cap, max(n_min, n_start if n_start is not None else min(4, n_cap)))
+        self.history: list[int] = []  # the lengths chosen, for stats and tests
+
+    # -- estimates ----------------------------------------------------------------------------------
+    @property
+    def alpha(self) -> float:
+        """Estimated chance that a guess is accepted (given the ones before it were)."""
+        s = self._succ.value + self.prior_alpha * self.prior_weight
+        f = self._fail.value + (1.0 - self.prior_alpha) * self.prior_weight
+        return s / (s + f)
+
+    def _verify_line(self) -> tuple[float, float] | None:
+        """(base, slope): verify(k) ~ base + slope * k, from the measured batch sizes (None before any)."""
+        if not self._verify:
+            return None
+        pts = list(self._verify.items())
+        if len(pts) == 1:
+            k0, t0 = pts[0]
+            # one batch size seen: assume each extra token costs a fraction (the prior slope) of one
+            r = self.verify_slope_prior
+            unit = t0 / (1.0 + r * (k0 - 1))
+            return unit * (1.0 - r), unit * r
+        n = len(pts)
+        mk = sum(p[0] for p in pts) / n
+        mt = sum(p[1] for p in pts) / n
+        var = sum((p[0] - mk) ** 2 for p in pts)
+        slope = max(sum((p[0] - mk) * (p[1] - mt) for p in pts) / var, 0.0) if var > 0 else 0.0
+        return mt - slope * mk, slope
+
+    def verify_cost(self, k: int) -> float | None:
+        """Estimated seconds to verify a batch of k tokens (None before any measurement)."""
+        line = self._verify_line()
+        if line is None:
+            return None
+        return max(line[0] + line[1] * k, 1e-6)
+
+    @property
+    def draft_cost(self) -> float:
+        return self._draft_cost if self._draft_cost is not None else 0.0
+
+    def rate(self, n: int) -> float:
+        """Expected tokens per second of a round with n guesses (0 before costs are known)."""
+        v = self.verify_cost(n + 1)
+        if v is None:
+            return 0.0
+        return expected_tokens(self.alpha, n) / (n * self.draft_cost + v)
+
+    # -- the two calls the loop makes -----------------------------------------------------------------
+    def next_length(self) -> int:
+        """How many tokens to draft in the next round (0 = a plain step)."""
+        line = self._verify_line()
+        if line is not None:
+            base, slope = line
+            alpha, draft = self.alpha, self.draft_cost
+            best_n, best = self._n, -1.0
+            for n in range(self.n_min, self.n_cap + 1):
+                r = expected_tokens(alpha, n) / (n * draft + max(base + slope * (n + 1), 1e-6))
+                if r > best * (1.0 + 1e-9):
+                    best_n, best = n, r
+            self._n = best_n
+        self.history.append(self._n)
+        return self._n
+
+    def confidence_cutoff(self) -> float:
+        """The draft's top-token probability below which one more guess does not pay (0 = no cut)."""
+        if not self.learn_confidence or self._draft_cost is None or not self._verify:
+            return 0.0
+        v1 = self.verify_cost(1)
+        v2 = self.verify_cost(2)
+        if v1 is None or v2 is None:
+            return 0.0
+        # one more guess costs a draft step and one more verify row; it wins (when accepted) the time of
+        # about one plain step
+        marginal = self.draft_cost + max(v2 - v1, 0.0)
+        value = v1
+        need = marginal / value if value > 0 else 1.0
+        cut = 0.0
+        for i, hi in enumerate(_BANDS):
+            tried = self._band_tried[i]
+            if tried < 4.0:
+                continue  # not enough evidence about this band
+            if self._band_acc[i] / tried >= need:
+                break  # guesses this sure pay off: cut no higher
+            cut = min(hi, 0.99)  # guesses in this band (and below) lose time on average
+        return cut
+
+    def observe(
+        self,
+        *,
+        asked: int,
+        drafted: int,
+        accepted: int,
+        draft_seconds: float,
+        verify_seconds: float,
+        top_probs: Sequence[float] = (),
+        first_round: bool = False,
+    ) -> None:
+        """Record a finished round: `asked` = the length allowed, `drafted` guessed, `accepted` kept."""
+        d = self.decay
+        self._rounds += 1
+        # acceptance: every accepted guess is a success; the guess that ended the round a failure
+        rejected = 1.0 if accepted < drafted else 0.0
+        if drafted > 0:
+            self._succ.add(float(accepted), d)
+            self._fail.add(rejected, d)
+        else:
+            self._succ.add(0.0, d)
+            self._fail.add(0.0, d)
+        # costs (the first round's draft time includes reading the prompt into the draft: skip it)
+        if not first_round and drafted > 0 and draft_seconds >= 0.0:
+            per = draft_seconds / drafted
+            self._draft_cost = per if self._draft_cost is None else 0.8 * self._draft_cost + 0.2 * per
+        elif self._draft_cost is None and drafted == 0 and asked > 0:
+            # prompt lookup found nothing: proposing itself is (nearly) free
+            self._draft_cost = max(draft_seconds, 0.0)
+        if verify_seconds > 0.0:
+            k = drafted + 1
+            old = self._verify.get(k)
+            self._verify[k] = verify_seconds if old is None else 0.8 * old + 0.2 * verify_seconds
+        # confidence bands: positions that were tried (accepted ones, then the rejected one)
+        if top_probs:
+            tried = min(len(top_probs), accepted + (1 if accepted < drafted else 0))
+            for i in range(tried):
+                b = _band(top_probs[i])
+                self._band_tried[b] = self._band_tried[b] * 0.97 + 1.0
+                self._band_acc[b] = self._band_acc[b] * 0.97 + (1.0 if i < accepted else 0.0)
+
+    def describe(self) -> str:
+        v1 = self.verify_cost(1)
+        return (
+            f"alpha={self.alpha:.2f} n={self._n} draft={self.draft_cost * 1e3:.1f}ms "
+            f"verify1={(v1 or 0.0) * 1e3:.1f}ms cut={self.confidence_cutoff():.2f}"
+        )
+
+
+def _band(p: float) -> int:
+    if math.isnan(p):
+        return 0
+    for i, hi in enumerate(_BANDS):
+        if p < hi:
+            return i
+    return len(_BANDS) - 1

@@ -1,0 +1,806 @@
+"""The transcript of one conversation: one block per message, replies rendered as Markdown.
+
+Each message is a :class:`MessageBlock` (a rounded frame: role, actions, body, status marker, stats line)
+stacked in :class:`MessageView`, a scroll area. User messages are shown as typed (plain text); assistant
+replies are rendered as Markdown (GitHub dialect, raw HTML shown literally) with shaded code blocks.
+
+Streaming stays cheap whatever the reply length: a streamed piece is appended as plain text at the end of
+the reply's document (Qt lays out only the paragraphs that changed), and the Markdown rendering is redone
+at most every :data:`MARKDOWN_INTERVAL` seconds, and only once at the end for replies longer than
+:data:`MARKDOWN_STREAM_LIMIT` characters.
+
+Draft highlighting (:meth:`MessageView.set_highlight_drafts`, off by default) gives the characters that
+came from accepted draft tokens a soft background derived from the palette (light and dark themes alike).
+Highlighted character formats carry :data:`DRAFT_PROPERTY` = True. After Markdown rendering, the rendered
+characters are matched back to the raw text (:func:`align_rendered`) to find which ones came from the draft.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+
+from PySide6.QtCore import QEvent, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import (
+    QColor,
+    QDesktopServices,
+    QFont,
+    QGuiApplication,
+    QKeyEvent,
+    QPalette,
+    QTextCharFormat,
+    QTextCursor,
+    QTextDocument,
+    QTextFormat,
+)
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QTextBrowser,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.engine.speculative import GenerationStats, Piece
+from app.store.chats import DraftMaskBuilder, StoredMessage, decode_draft_mask
+
+__all__ = [
+    "APPEND_INTERVAL_MS",
+    "DRAFT_PROPERTY",
+    "MARKDOWN_INTERVAL",
+    "MARKDOWN_STREAM_LIMIT",
+    "MessageBlock",
+    "MessageView",
+    "align_rendered",
+    "draft_color",
+    "error_color",
+    "mix",
+    "muted_color",
+    "parse_stats",
+    "stats_json",
+]
+
+#: Character-format property set (True) on text highlighted as coming from accepted draft tokens.
+DRAFT_PROPERTY = int(QTextFormat.Property.UserProperty) + 1
+#: While streaming, the document of a reply is updated at most this often (milliseconds).
+APPEND_INTERVAL_MS = 50
+#: While streaming, re-render the Markdown at most this often (seconds).
+MARKDOWN_INTERVAL = 0.75
+#: While streaming, replies longer than this (characters) are rendered as Markdown only at the end.
+MARKDOWN_STREAM_LIMIT = 24_000
+
+ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System", "tool": "Tool"}
+_MD_FEATURES = QTextDocument.MarkdownFeature(
+    QTextDocument.MarkdownFeature.MarkdownDialectGitHub.value | QTextDocument.MarkdownFeature.MarkdownNoHTML.value
+)
+_SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
+_SEPARATORS = frozenset("\u2029\u2028\ufdd0\ufdd1\ufffc")  # paragraph/line separators, frame marks, objects
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def mix(a: QColor, b: QColor, t: float) -> QColor:
+    """``a`` moved a fraction ``t`` of the way towards ``b``."""
+    return QColor(
+        round(a.red() + (b.red() - a.red()) * t),
+        round(a.green() + (b.green() - a.green()) * t),
+        round(a.blue() + (b.blue() - a.blue()) * t),
+    )
+
+
+def _is_dark(palette: QPalette) -> bool:
+    return palette.color(QPalette.ColorRole.Base).lightness() < 128
+
+
+def draft_color(palette: QPalette) -> QColor:
+    """The soft background of draft text: a green tint of the palette's base colour (light or dark)."""
+    base = palette.color(QPalette.ColorRole.Base)
+    return mix(base, QColor(46, 170, 110), 0.30 if _is_dark(palette) else 0.22)
+
+
+def error_color(palette: QPalette) -> QColor:
+    return QColor("#ef9a9a") if _is_dark(palette) else QColor("#b3261e")
+
+
+def muted_color(palette: QPalette) -> QColor:
+    return mix(palette.color(QPalette.ColorRole.Text), palette.color(QPalette.ColorRole.Base), 0.45)
+
+
+def stats_json(stats: GenerationStats | None = None, error: str | None = None) -> str:
+    """What the chat view stores in ``messages.stats_json``: the stats' fields, plus ``"error"`` if any."""
+    data: dict[str, object] = stats.to_dict() if stats is not None else {}
+    if error:
+        data["error"] = error
+    return json.dumps(data)
+
+
+def parse_stats(text: str | None) -> tuple[GenerationStats | None, str | None]:
+    """``(stats, error message)`` from a stored ``stats_json`` (either may be None; bad JSON gives both)."""
+    if not text:
+        return None, None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    error = data.get("error")
+    error = error if isinstance(error, str) and error else None
+    known = {f.name: f for f in fields(GenerationStats)}
+    values = {k: v for k, v in data.items() if k in known and isinstance(v, (int, float, str))}
+    if not values:
+        return None, error
+    try:
+        return GenerationStats(**values), error
+    except TypeError:
+        return None, error
+
+
+def align_rendered(raw: str, rendered: str, window: int = 24, resync: int = 8) -> list[int]:
+    """For each character of ``rendered`` (a Markdown rendering of ``raw``, e.g. ``QTextDocument.toRawText()``),
+    the index in ``raw`` of the character it shows, or -1 (separators, bullets, replaced characters).
+
+    Markdown mostly deletes characters (``**``, backticks, fences, list markers) and turns line breaks into
+    paragraph separators or spaces, so the rendered text is nearly a subsequence of the raw one: a greedy
+    match within a short ``window`` does it, and a longer deletion (a link target) is skipped by finding the
+    next ``resync`` rendered characters further on. Linear in practice; exact for ordinary replies.
+    """
+    out = [-1] * len(rendered)
+    p = 0
+    n = len(raw)
+    flat = raw.replace("\n", " ")  # for re-synchronising: a soft line break renders as a space
+    for i, ch in enumerate(rendered):
+        if p >= n:
+            break
+        if ch in _SEPARATORS:
+            continue
+        end = min(n, p + window)
+        q = raw.find(ch, p, end)
+        if q < 0 and ch == " ":
+            q = raw.find("\n", p, end)  # a soft line break renders as a space
+        if q < 0:
+            probe = []
+            for c in rendered[i : i + resync]:
+                if c in _SEPARATORS:
+                    break
+                probe.append(c)
+            if len(probe) >= 3:
+                q = flat.find("".join(probe), p)
+        if q >= 0:
+            out[i] = q
+            p = q + 1
+    return out
+
+
+def _mask_builder(mask: str | None, length: int) -> DraftMaskBuilder:
+    """A builder holding ``mask`` (all non-draft when it is unknown, malformed or of another length)."""
+    builder = DraftMaskBuilder()
+    runs: list[int] = []
+    if mask:
+        parts = mask.split(",")
+        if all(p.isascii() and p.isdigit() for p in parts):
+            runs = [int(p) for p in parts]
+    if sum(runs) != length:
+        runs = [length]
+    for i, n in enumerate(runs):
+        builder.add(n, i % 2 == 1)
+    return builder
+
+
+def _runs(positions: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted positions → ``(start, end)`` runs of consecutive positions (end exclusive)."""
+    runs: list[tuple[int, int]] = []
+    for pos in positions:
+        if runs and runs[-1][1] == pos:
+            runs[-1] = (runs[-1][0], pos + 1)
+        else:
+            runs.append((pos, pos + 1))
+    return runs
+
+
+def _draft_format(color: QColor) -> QTextCharFormat:
+    fmt = QTextCharFormat()
+    fmt.setBackground(color)
+    fmt.setProperty(DRAFT_PROPERTY, True)
+    return fmt
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one message
+
+
+class _Body(QTextBrowser):
+    """A read-only text view as tall as its document (no scroll bars of its own)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setOpenLinks(False)
+        self.anchorClicked.connect(self._open_link)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setStyleSheet("QTextBrowser { background: transparent; border: none; }")
+        self.viewport().setAutoFillBackground(False)
+        self.document().setDocumentMargin(1)
+        self.document().documentLayout().documentSizeChanged.connect(self._fit)
+        self.setFixedHeight(24)
+
+    def _fit(self, *_args: object) -> None:
+        height = max(18, math.ceil(self.document().size().height()) + 2 * self.frameWidth())
+        if height != self.height():
+            self.setFixedHeight(height)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._fit()
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 - let the transcript scroll
+        event.ignore()
+
+    @staticmethod
+    def _open_link(url: QUrl) -> None:
+        if url.scheme().lower() in _SAFE_SCHEMES:
+            QDesktopServices.openUrl(url)
+
+
+class _EditBox(QPlainTextEdit):
+    """Editor of a user message: Enter submits, Shift+Enter inserts a new line, Escape cancels."""
+
+    submitted = Signal()
+    cancelled = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt override
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
+            event.modifiers() & Qt.KeyboardModifier.ShiftModifier
+        ):
+            self.submitted.emit()
+            return
+        if event.key() == Qt.Key.Key_Escape:
+            self.cancelled.emit()
+            return
+        super().keyPressEvent(event)
+
+
+class MessageBlock(QFrame):
+    """One message: role and actions, the body, a status marker, and (replies) the stats line."""
+
+    copyClicked = Signal(int)  # message id
+    editSubmitted = Signal(int, str)  # message id, new text
+    regenerateClicked = Signal(int)  # message id
+
+    def __init__(self, message: StoredMessage, highlight: bool = False, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.message_id = message.id
+        self.position = message.position
+        self.role = message.role
+        self.status = message.status
+        self._chunks: list[str] = [message.content]
+        self._mask = _mask_builder(message.draft_mask, len(message.content))
+        self.stats, self.error = parse_stats(message.stats_json)
+        self._highlight = highlight
+        self._draft_bg = QColor()
+        self._last_render = 0.0
+        self._editing = False
+        self._ready = False
+        self._pending: list[tuple[str, bool]] = []  # appended, not shown yet
+        self._append_timer = QTimer(self)
+        self._append_timer.setSingleShot(True)
+        self._append_timer.setInterval(APPEND_INTERVAL_MS)
+        self._append_timer.timeout.connect(self.flush_pending)
+
+        self.setObjectName("userMessage" if self.role == "user" else "assistantMessage")
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Maximum)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 8, 14, 10)
+        layout.setSpacing(4)
+
+        header = QHBoxLayout()
+        header.setSpacing(2)
+        self.role_label = QLabel(ROLE_LABELS.get(self.role, self.role.capitalize()))
+        font = self.role_label.font()
+        font.setBold(True)
+        self.role_label.setFont(font)
+        header.addWidget(self.role_label)
+        header.addStretch(1)
+        self.copy_button = self._tool_button("Copy", "Copy the message to the clipboard")
+        self.copy_button.clicked.connect(lambda: self.copyClicked.emit(self.message_id))
+        self.edit_button = self._tool_button("Edit", "Edit this message and send it again")
+        self.edit_button.clicked.connect(self.begin_edit)
+        self.edit_button.setVisible(self.role == "user")
+        self.regenerate_button = self._tool_button("Regenerate", "Generate this reply again")
+        self.regenerate_button.clicked.connect(lambda: self.regenerateClicked.emit(self.message_id))
+        self.regenerate_button.setVisible(False)
+        for button in (self.copy_button, self.edit_button, self.regenerate_button):
+            header.addWidget(button)
+        layout.addLayout(header)
+
+        self.body = _Body(self)
+        layout.addWidget(self.body)
+
+        self.edit_panel = QWidget(self)
+        edit_layout = QVBoxLayout(self.edit_panel)
+        edit_layout.setContentsMargins(0, 0, 0, 0)
+        edit_layout.setSpacing(6)
+        self.editor = _EditBox(self.edit_panel)
+        self.editor.setTabChangesFocus(True)
+        self.editor.submitted.connect(self.submit_edit)
+        self.editor.cancelled.connect(self.cancel_edit)
+        edit_layout.addWidget(self.editor)
+        edit_buttons = QHBoxLayout()
+        edit_buttons.addStretch(1)
+        self.cancel_edit_button = QPushButton("Cancel")
+        self.cancel_edit_button.clicked.connect(self.cancel_edit)
+        self.save_edit_button = QPushButton("Send")
+        self.save_edit_button.setToolTip("Replace this message, drop what followed it and generate a new reply")
+        self.save_edit_button.setDefault(True)
+        self.save_edit_button.clicked.connect(self.submit_edit)
+        edit_buttons.addWidget(self.cancel_edit_button)
+        edit_buttons.addWidget(self.save_edit_button)
+        edit_layout.addLayout(edit_buttons)
+        self.edit_panel.setVisible(False)
+        layout.addWidget(self.edit_panel)
+
+        self.marker = QLabel(self)
+        self.marker.setWordWrap(True)
+        self.marker.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.marker)
+        self.stats_label = QLabel(self)
+        self.stats_label.setWordWrap(True)
+        self.stats_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        small = self.stats_label.font()
+        small.setPointSizeF(max(7.0, small.pointSizeF() * 0.88))
+        self.stats_label.setFont(small)
+        self.marker.setFont(small)
+        layout.addWidget(self.stats_label)
+
+        self.apply_palette()
+        self._render()
+        self._update_footer()
+        self._ready = True
+
+    @staticmethod
+    def _tool_button(text: str, tip: str) -> QToolButton:
+        button = QToolButton()
+        button.setText(text)
+        button.setToolTip(tip)
+        button.setAutoRaise(True)
+        button.setCursor(Qt.CursorShape.PointingHandCursor)
+        button.setFocusPolicy(Qt.FocusPolicy.TabFocus)
+        return button
+
+    # -- state ------------------------------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        """The raw text of the message (Markdown source for replies)."""
+        if len(self._chunks) > 1:
+            self._chunks = ["".join(self._chunks)]
+        return self._chunks[0]
+
+    @property
+    def draft_mask(self) -> str:
+        return self._mask.encode()
+
+    @property
+    def draft_background(self) -> QColor:
+        """The background given to draft text (derived from the palette)."""
+        return QColor(self._draft_bg)
+
+    @property
+    def streaming(self) -> bool:
+        return self.status == "streaming"
+
+    @property
+    def editing(self) -> bool:
+        return self._editing
+
+    @property
+    def document(self) -> QTextDocument:
+        return self.body.document()
+
+    # -- looks ------------------------------------------------------------------------------------------
+    def _source_palette(self) -> QPalette:
+        # The parent's palette: this frame's own one is altered by its style sheet.
+        parent = self.parentWidget()
+        return parent.palette() if parent is not None else QGuiApplication.palette()
+
+    def apply_palette(self) -> None:
+        """Recompute the colours from the palette (the view calls it again when the palette changes)."""
+        pal = self._source_palette()
+        base = pal.color(QPalette.ColorRole.Base)
+        text = pal.color(QPalette.ColorRole.Text)
+        dark = _is_dark(pal)
+        if self.role == "user":
+            bg = mix(base, pal.color(QPalette.ColorRole.Highlight), 0.16 if dark else 0.10)
+        else:
+            bg = mix(base, text, 0.05 if dark else 0.03)
+        border = mix(base, text, 0.14 if dark else 0.10)
+        self.setStyleSheet(
+            f"QFrame#{self.objectName()} {{ background-color: {bg.name()}; border: 1px solid {border.name()};"
+            " border-radius: 10px; }"
+        )
+        self._muted = muted_color(pal)
+        self._code_bg = mix(base, text, 0.09 if dark else 0.06)
+        self.stats_label.setStyleSheet(f"color: {self._muted.name()};")
+        self.role_label.setStyleSheet(
+            f"color: {pal.color(QPalette.ColorRole.Highlight).name() if self.role == 'user' else text.name()};"
+        )
+        changed = self._draft_bg != draft_color(pal)
+        self._draft_bg = draft_color(pal)
+        self._update_footer()
+        if self._ready and changed and self._highlight and self.has_draft_text():
+            self._render()
+
+    def has_draft_text(self) -> bool:
+        return len(self.draft_mask.split(",")) > 1
+
+    # -- content ----------------------------------------------------------------------------------------
+    def set_highlight(self, on: bool) -> None:
+        on = bool(on)
+        if on == self._highlight:
+            return
+        self._highlight = on
+        if self.role == "assistant" and self.has_draft_text():
+            self._render()
+
+    def set_content(self, text: str, draft_mask: str | None = None) -> None:
+        self._chunks = [text]
+        self._mask = _mask_builder(draft_mask, len(text))
+        self._render()
+
+    def append(self, text: str, from_draft: bool = False) -> None:
+        """Add streamed text. The document is updated at most every :data:`APPEND_INTERVAL_MS` (plain text
+        appended at the end) and its Markdown re-rendered at most every :data:`MARKDOWN_INTERVAL` seconds."""
+        if not text:
+            return
+        self._chunks.append(text)
+        self._mask.add(len(text), from_draft)
+        self._pending.append((text, from_draft))
+        if not self._append_timer.isActive():
+            self._append_timer.start()
+
+    def flush_pending(self) -> None:
+        """Show the text appended since the last update now."""
+        self._append_timer.stop()
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        if (
+            self.role == "assistant"
+            and time.monotonic() - self._last_render >= MARKDOWN_INTERVAL
+            and self._mask.length <= MARKDOWN_STREAM_LIMIT
+        ):
+            self._render()
+            return
+        cursor = QTextCursor(self.body.document())
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        plain = QTextCharFormat(cursor.charFormat())
+        plain.clearBackground()
+        plain.clearProperty(DRAFT_PROPERTY)
+        marked = QTextCharFormat(plain)
+        marked.setBackground(self._draft_bg)
+        marked.setProperty(DRAFT_PROPERTY, True)
+        if not self._highlight:
+            cursor.insertText("".join(t for t, _ in pending), plain)
+            return
+        # merge neighbouring pieces of the same kind: one insertion per run
+        run: list[str] = []
+        run_draft = pending[0][1]
+        for text, from_draft in pending:
+            if from_draft != run_draft:
+                cursor.insertText("".join(run), marked if run_draft else plain)
+                run, run_draft = [], from_draft
+            run.append(text)
+        cursor.insertText("".join(run), marked if run_draft else plain)
+
+    def set_status(
+        self, status: str, stats: GenerationStats | None = None, error: str | None = None
+    ) -> None:
+        """Show the final (or current) status; a reply leaving ``streaming`` gets its final rendering."""
+        was_streaming = self.streaming
+        self.status = status
+        if stats is not None:
+            self.stats = stats
+        if error is not None:
+            self.error = error
+        if was_streaming and status != "streaming":
+            self._render()
+        self._update_footer()
+
+    def set_regenerate_visible(self, visible: bool) -> None:
+        self.regenerate_button.setVisible(visible and self.role == "assistant")
+
+    def set_actions_enabled(self, enabled: bool) -> None:
+        """Edit / Regenerate are off while a reply is generated (Copy always works)."""
+        self.edit_button.setEnabled(enabled)
+        self.regenerate_button.setEnabled(enabled)
+        self.save_edit_button.setEnabled(enabled)
+
+    def _render(self) -> None:
+        self._pending.clear()
+        self._append_timer.stop()
+        doc = self.body.document()
+        text = self.text
+        if self.role == "assistant":
+            doc.setMarkdown(text, _MD_FEATURES)
+            self._shade_code_blocks()
+            if self._highlight and self.has_draft_text():
+                self._highlight_rendered(text)
+        else:
+            doc.setPlainText(text)
+        self._last_render = time.monotonic()
+
+    def _shade_code_blocks(self) -> None:
+        doc = self.body.document()
+        block = doc.begin()
+        cursor = QTextCursor(doc)
+        while block.isValid():
+            fmt = block.blockFormat()
+            if fmt.hasProperty(QTextFormat.Property.BlockCodeLanguage) or fmt.hasProperty(
+                QTextFormat.Property.BlockCodeFence
+            ):
+                fmt.setBackground(self._code_bg)
+                fmt.setLeftMargin(4)
+                cursor.setPosition(block.position())
+                cursor.setBlockFormat(fmt)
+            block = block.next()
+
+    def _highlight_rendered(self, raw: str) -> None:
+        flags = decode_draft_mask(self.draft_mask)
+        doc = self.body.document()
+        mapping = align_rendered(raw, doc.toRawText())
+        positions = [i for i, r in enumerate(mapping) if r >= 0 and flags[r]]
+        if not positions:
+            return
+        fmt = _draft_format(self._draft_bg)
+        cursor = QTextCursor(doc)
+        cursor.beginEditBlock()
+        for start, end in _runs(positions):
+            cursor.setPosition(start)
+            cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+            cursor.mergeCharFormat(fmt)
+        cursor.endEditBlock()
+
+    def _update_footer(self) -> None:
+        if not hasattr(self, "_muted"):
+            return
+        pal = self._source_palette()
+        if self.status == "streaming":
+            self.marker.setText("Generating…")
+            self.marker.setStyleSheet(f"color: {self._muted.name()}; font-style: italic;")
+            self.marker.setVisible(True)
+        elif self.status == "stopped":
+            self.marker.setText("■ Stopped — the reply was cut short")
+            self.marker.setStyleSheet(f"color: {self._muted.name()};")
+            self.marker.setVisible(True)
+        elif self.status == "error":
+            self.marker.setText(f"⚠ Error: {self.error}" if self.error else "⚠ The reply failed")
+            self.marker.setStyleSheet(f"color: {error_color(pal).name()};")
+            self.marker.setVisible(True)
+        else:
+            self.marker.clear()
+            self.marker.setVisible(False)
+        show_stats = self.role == "assistant" and self.stats is not None and self.status != "streaming"
+        self.stats_label.setText(self.stats.summary() if show_stats and self.stats is not None else "")
+        self.stats_label.setVisible(show_stats)
+
+    # -- editing (user messages) ------------------------------------------------------------------------
+    def begin_edit(self) -> None:
+        if self.role != "user" or self._editing:
+            return
+        self._editing = True
+        self.editor.setPlainText(self.text)
+        lines = max(2, min(12, self.text.count("\n") + 2))
+        self.editor.setFixedHeight(lines * self.editor.fontMetrics().lineSpacing() + 16)
+        self.body.setVisible(False)
+        self.edit_panel.setVisible(True)
+        self.editor.setFocus()
+        self.editor.moveCursor(QTextCursor.MoveOperation.End)
+
+    def cancel_edit(self) -> None:
+        if not self._editing:
+            return
+        self._editing = False
+        self.edit_panel.setVisible(False)
+        self.body.setVisible(True)
+
+    def submit_edit(self) -> None:
+        """Emit ``editSubmitted``; the editor stays open until the owner re-renders (so nothing is lost
+        when the owner refuses, e.g. no model is loaded)."""
+        text = self.editor.toPlainText()
+        if self._editing and text.strip() and self.save_edit_button.isEnabled():
+            self.editSubmitted.emit(self.message_id, text)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the transcript
+
+
+class MessageView(QScrollArea):
+    """The messages of one conversation, newest at the bottom; follows the end while streaming."""
+
+    editSubmitted = Signal(int, str)  # user message id, new text
+    regenerateRequested = Signal(int)  # assistant message id
+    messageCopied = Signal(int)  # message id
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._container = QWidget()
+        self._container.setObjectName("messageContainer")
+        self._layout = QVBoxLayout(self._container)
+        self._layout.setContentsMargins(18, 16, 18, 16)
+        self._layout.setSpacing(12)
+        self.placeholder = QLabel("No messages yet.\nType below to start the conversation.")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self._layout.addWidget(self.placeholder, 1)
+        self._layout.addStretch(0)
+        self.setWidget(self._container)
+        self._blocks: list[MessageBlock] = []
+        self._by_id: dict[int, MessageBlock] = {}
+        self._highlight = False
+        self._actions_enabled = True
+        self._stick = True
+        self._restyling = False
+        bar = self.verticalScrollBar()
+        bar.valueChanged.connect(self._on_scrolled)
+        bar.rangeChanged.connect(self._on_range)
+        self._style_placeholder()
+
+    # -- queries ----------------------------------------------------------------------------------------
+    def blocks(self) -> list[MessageBlock]:
+        return list(self._blocks)
+
+    def block(self, message_id: int) -> MessageBlock | None:
+        return self._by_id.get(message_id)
+
+    def highlight_drafts(self) -> bool:
+        return self._highlight
+
+    # -- content ----------------------------------------------------------------------------------------
+    def clear(self) -> None:
+        for block in self._blocks:
+            self._layout.removeWidget(block)
+            block.hide()
+            block.deleteLater()
+        self._blocks.clear()
+        self._by_id.clear()
+        self._stick = True
+        self._after_change()
+
+    def set_messages(self, messages: Sequence[StoredMessage]) -> None:
+        """Show these messages (replacing what was shown). ``system``/``tool`` messages are shown too."""
+        self.setUpdatesEnabled(False)
+        try:
+            self.clear()
+            for message in messages:
+                self._add(message)
+        finally:
+            self.setUpdatesEnabled(True)
+        self._after_change()
+        self.scroll_to_bottom()
+
+    def add_message(self, message: StoredMessage) -> MessageBlock:
+        """Add a message at the end (a ``'streaming'`` one is then fed with :meth:`append`)."""
+        block = self._add(message)
+        self._stick = True
+        self._after_change()
+        return block
+
+    def truncate_after(self, position: int) -> None:
+        """Remove the blocks of messages after ``position`` (as ``ChatStore.truncate_after``)."""
+        keep = [b for b in self._blocks if b.position <= position]
+        for block in self._blocks:
+            if block.position > position:
+                self._layout.removeWidget(block)
+                block.hide()
+                block.deleteLater()
+                self._by_id.pop(block.message_id, None)
+        self._blocks = keep
+        self._after_change()
+
+    def append(self, message_id: int, pieces: Sequence[Piece]) -> None:
+        """Append streamed pieces to a message's block (no-op when it is not shown)."""
+        block = self._by_id.get(message_id)
+        if block is None:
+            return
+        for piece in pieces:
+            block.append(piece.text, piece.from_draft)
+
+    def flush_pending(self) -> None:
+        """Show streamed text that is still waiting for the next update (see :data:`APPEND_INTERVAL_MS`)."""
+        for block in self._blocks:
+            block.flush_pending()
+
+    def finish(
+        self,
+        message_id: int,
+        status: str,
+        stats: GenerationStats | None = None,
+        error: str | None = None,
+    ) -> None:
+        block = self._by_id.get(message_id)
+        if block is not None:
+            block.set_status(status, stats, error)
+
+    def set_highlight_drafts(self, on: bool) -> None:
+        """Colour the text of accepted draft tokens (off by default)."""
+        self._highlight = bool(on)
+        for block in self._blocks:
+            block.set_highlight(self._highlight)
+
+    def set_actions_enabled(self, enabled: bool) -> None:
+        """Enable Edit / Regenerate (the chat view turns them off while a reply is generated)."""
+        self._actions_enabled = bool(enabled)
+        for block in self._blocks:
+            block.set_actions_enabled(self._actions_enabled)
+
+    def scroll_to_bottom(self) -> None:
+        self._stick = True
+        bar = self.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    # -- internals --------------------------------------------------------------------------------------
+    def _add(self, message: StoredMessage) -> MessageBlock:
+        block = MessageBlock(message, self._highlight, self._container)
+        block.copyClicked.connect(self._copy)
+        block.editSubmitted.connect(self.editSubmitted)
+        block.regenerateClicked.connect(self.regenerateRequested)
+        block.set_actions_enabled(self._actions_enabled)
+        self._layout.insertWidget(self._layout.count() - 1, block)
+        self._blocks.append(block)
+        self._by_id[message.id] = block
+        return block
+
+    def _after_change(self) -> None:
+        self.placeholder.setVisible(not self._blocks)
+        self._layout.setStretch(self._layout.count() - 1, 0 if not self._blocks else 1)
+        last_assistant = next((b for b in reversed(self._blocks) if b.role == "assistant"), None)
+        for block in self._blocks:
+            block.set_regenerate_visible(block is last_assistant and block is self._blocks[-1])
+
+    def _copy(self, message_id: int) -> None:
+        block = self._by_id.get(message_id)
+        if block is None:
+            return
+        QGuiApplication.clipboard().setText(block.text)
+        self.messageCopied.emit(message_id)
+
+    def _on_scrolled(self, value: int) -> None:
+        self._stick = value >= self.verticalScrollBar().maximum() - 8
+
+    def _on_range(self, _minimum: int, maximum: int) -> None:
+        if self._stick:
+            self.verticalScrollBar().setValue(maximum)
+
+    def _style_placeholder(self) -> None:
+        self.placeholder.setStyleSheet(f"color: {muted_color(self.palette()).name()};")
+        font = QFont(self.placeholder.font())
+        font.setPointSizeF(font.pointSizeF() * 1.1)
+        self.placeholder.setFont(font)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and not self._restyling:
+            self._restyling = True
+            try:
+                self._style_placeholder()
+                for block in self._blocks:
+                    block.apply_palette()
+            finally:
+                self._restyling = False

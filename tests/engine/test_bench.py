@@ -1,0 +1,208 @@
+"""The benchmark core on tiny models: prompt files, runs, reports (JSON/CSV/PNG), auto-tune, cancel, diffs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from app.engine import bench
+from app.engine.bench import (
+    BenchError,
+    BenchOptions,
+    BenchPrompt,
+    autotune,
+    builtin_prompts,
+    describe_divergence,
+    first_difference,
+    load_prompts,
+    run_benchmark,
+)
+from tests.tiny_models import TinySpec, write_tiny_model
+
+PROMPTS = [
+    BenchPrompt("c1", "code", "def return if else import class self print"),
+    BenchPrompt("p1", "prose", "the value of data is"),
+]
+
+
+@pytest.fixture(scope="module")
+def contrary_draft(tmp_path_factory) -> Path:
+    """A draft with the target's vocabulary whose output layer is negated: its guesses are never accepted."""
+    spec = TinySpec(n_layer=1, blocks_seed=22, output_scale=-6.0, name="tiny-contrary")
+    return write_tiny_model(tmp_path_factory.mktemp("contrary") / "tiny-contrary.gguf", spec)
+
+
+# -- output comparison --------------------------------------------------------------------------------
+def test_first_difference():
+    assert first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert first_difference([], []) is None
+    assert first_difference([1, 2, 3], [1, 9, 3]) == 1
+    assert first_difference([5], [6]) == 0
+    assert first_difference([1, 2, 3], [1, 2]) == 2  # one stopped early
+    assert first_difference([1, 2], [1, 2, 3, 4]) == 2
+
+
+def test_describe_divergence_reports_position_and_both_continuations():
+    plain = [10, 11, 12, 13, 14, 15, 16]
+    other = [10, 11, 12, 99, 98, 97]
+    words = {i: f"<{i}>" for i in range(200)}
+    d = describe_divergence(plain, other, lambda toks: "".join(words[t] for t in toks), config="draft-3",
+                            prompt_id="x", tail=3, context=2)
+    assert d is not None
+    assert (d.position, d.config, d.prompt_id) == (3, "draft-3", "x")
+    assert d.plain_tokens == [13, 14, 15] and d.other_tokens == [99, 98, 97]
+    assert d.plain_text == "<13><14><15>" and d.other_text == "<99><98><97>"
+    assert d.context_text == "<11><12>"
+    assert describe_divergence(plain, list(plain)) is None
+
+
+# -- prompts ------------------------------------------------------------------------------------------
+def test_builtin_prompt_set_covers_every_category():
+    prompts = builtin_prompts()
+    for cat in bench.CATEGORIES:
+        n = sum(p.category == cat for p in prompts)
+        assert 3 <= n <= 4, (cat, n)
+    assert len({p.id for p in prompts}) == len(prompts)
+    # the rewrite prompts carry the text to edit
+    assert all(len(p.prompt) > 200 for p in prompts if p.category == "rewrite")
+
+
+def test_load_prompts_and_its_errors(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "hi", "category": "chat"}\n\n# a comment\n{"id": "b", "prompt": "x", "raw": true}\n')
+    ps = load_prompts(f)
+    assert [(p.id, p.category, p.raw) for p in ps] == [("prompt-1", "chat", False), ("b", "other", True)]
+    cases = {
+        '{"prompt": "a"}\nnot json\n': "line 2",
+        '{"category": "x"}\n': "prompt",
+        '{"prompt": "a", "id": "z"}\n{"prompt": "b", "id": "z"}\n': "twice",
+        '{"prompt": "a", "max_tokens": 0}\n': "max_tokens",
+        "\n": "no prompts",
+    }
+    for text, needle in cases.items():
+        f.write_text(text)
+        with pytest.raises(BenchError, match=needle):
+            load_prompts(f)
+    with pytest.raises(BenchError, match="not found"):
+        load_prompts(tmp_path / "missing.jsonl")
+
+
+def test_options_are_checked(tiny_target, tiny_draft):
+    with pytest.raises(BenchError):
+        BenchOptions(tiny_target, draft=tiny_draft, prompt_lookup=True).validate()
+    with pytest.raises(BenchError):
+        BenchOptions(tiny_target, draft_max=(0, 3)).validate()
+    with pytest.raises(BenchError):
+        BenchOptions(tiny_target, repeats=0).validate()
+    assert [c.name for c in BenchOptions(tiny_target).configs()] == ["off"]
+    names = [c.name for c in BenchOptions(tiny_target, draft=tiny_draft, draft_max=(3, 1)).configs()]
+    assert names == ["off", "draft-1", "draft-3", "adaptive"]
+
+
+# -- a real (tiny) run -------------------------------------------------------------------------------
+def test_bench_runs_and_writes_json_csv_png(tiny_target, tiny_draft, tmp_path):
+    seen = []
+    opts = BenchOptions(tiny_target, draft=tiny_draft, draft_max=(2, 4), prompts=PROMPTS, repeats=1,
+                        max_tokens=24, threads=1)
+    report = run_benchmark(opts, progress=seen.append)
+    assert not report.cancelled
+    assert [s.config for s in report.summaries if s.category == "all"] == ["off", "draft-2", "draft-4", "adaptive"]
+    assert report.categories() == ["code", "prose"]
+    assert len(report.runs) == 4 * 2
+    # greedy: every configuration gives the plain output
+    assert report.identical and all(r.identical for r in report.runs if r.config != "off")
+    off = report.summary("off")
+    assert off.speedup == 1.0 and off.acceptance_rate == 0.0 and off.prompt_tps > 0 and off.ttft_ms > 0
+    spec = report.summary("draft-4")
+    assert 0.0 < spec.acceptance_rate <= 1.0 and spec.mean_accepted > 0
+    assert spec.speedup == pytest.approx(spec.decode_tps / off.decode_tps)
+    assert report.summary("draft-2", "code") is not None
+    # progress: loading, warm-up, one call per run, done
+    phases = [p.phase for p in seen]
+    assert phases[0] == "loading" and phases[-1] == "done" and phases.count("run") == 8
+    assert seen[-1].fraction == 1.0
+
+    report.write_json(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["identical"] is True and len(data["runs"]) == 8
+    assert {"decode_tps", "decode_tps_min", "decode_tps_max", "prompt_tps", "ttft_ms", "acceptance_rate",
+            "mean_accepted", "speedup", "identical", "spread"} <= set(data["summaries"][0])
+    report.write_csv(tmp_path / "r.csv")
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert len(rows) == 4 * 3 and rows[0]["config"] == "off" and rows[0]["category"] == "all"
+    report.write_plot(tmp_path / "r.png")
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "draft-4" in report.format_table()
+
+
+def test_a_difference_is_reported(tiny_target, tiny_draft, monkeypatch):
+    """If a configuration's output differed from plain, the report says where (forced here)."""
+    real = bench.describe_divergence
+
+    def fake(plain, other, detok=None, **kw):
+        if kw.get("config") == "draft-2":
+            other = list(other[:5]) + [0] * 3
+        return real(plain, other, detok, **kw)
+
+    monkeypatch.setattr(bench, "describe_divergence", fake)
+    opts = BenchOptions(tiny_target, draft=tiny_draft, draft_max=(2,), adaptive=False, prompts=PROMPTS[:1],
+                        repeats=1, max_tokens=12, threads=1, warmup=False)
+    report = run_benchmark(opts)
+    assert not report.identical
+    (d,) = report.divergences
+    assert d.config == "draft-2" and d.position == 5 and d.other_tokens == [0, 0, 0]
+    assert report.summary("draft-2").identical is False and report.summary("draft-2").n_diverged == 1
+    assert "DIFFERENT: draft-2" in report.format_table()
+    # a configuration whose output differed is never the auto-tune pick
+    assert bench.pick_best(report).config != "draft-2"
+
+
+def test_autotune_picks_off_when_the_draft_is_never_accepted(tiny_target, contrary_draft):
+    res = autotune(BenchOptions(tiny_target, draft=contrary_draft, prompts=PROMPTS, max_tokens=24, threads=1),
+                   "quick")
+    spec = [s for s in res.report.summaries if s.category == "all" and s.config != "off"]
+    assert spec
+    assert all(s.acceptance_rate == 0.0 for s in spec)
+    assert res.preset["speculation"] == "off" and res.preset["config"] == "off"
+    assert res.preset["draft"] is None
+    assert res.report.autotune == res.preset
+
+
+def test_autotune_picks_the_fastest_and_returns_a_preset(tiny_target, tiny_draft):
+    res = autotune(BenchOptions(tiny_target, draft=tiny_draft, prompts=PROMPTS, max_tokens=16, threads=1), "quick")
+    overall = [s for s in res.report.summaries if s.category == "all"]
+    best = max(overall, key=lambda s: s.decode_tps)
+    p = res.preset
+    assert p["decode_tps"] >= 0.97 * best.decode_tps  # the pick is the best, or "off" within the margin
+    assert p["decode_tps"] >= p["off_decode_tps"]
+    assert {"target", "draft", "speculation", "draft_max", "adaptive", "threads", "measured"} <= set(p)
+    assert [c.draft_max for c in res.report.configs if c.speculative and not c.adaptive] == [2, 4, 8]
+
+
+def test_cancel_stops_and_keeps_partial_results(tiny_target, tiny_draft):
+    cancel = threading.Event()
+
+    def progress(p):
+        if p.phase == "run" and p.done >= 2:
+            cancel.set()
+
+    opts = BenchOptions(tiny_target, draft=tiny_draft, draft_max=(2, 4), prompts=PROMPTS, repeats=2,
+                        max_tokens=16, threads=1, warmup=False)
+    report = run_benchmark(opts, progress=progress, cancel=cancel)
+    assert report.cancelled
+    assert len(report.runs) == 2
+    assert report.summary("off") is not None
+
+
+def test_prompt_lookup_bench(tiny_target):
+    prompts = [BenchPrompt("r", "rewrite", "the value of data is the value of data is the value of", raw=True)]
+    opts = BenchOptions(tiny_target, prompt_lookup=True, draft_max=(3,), prompts=prompts, repeats=1,
+                        max_tokens=24, threads=1)
+    report = run_benchmark(opts)
+    assert report.meta["speculation"] == "prompt-lookup"
+    assert report.identical
+    assert [c.name for c in report.configs] == ["off", "draft-3", "adaptive"]

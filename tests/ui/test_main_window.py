@@ -1,0 +1,175 @@
+"""The real main window driven end to end with the tiny models (offscreen Qt, real engine thread)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QElapsedTimer, QTimer
+
+from app.library.local import LocalLibrary
+from app.store.chats import ChatStore
+from app.store.db import open_database
+from app.store.settings import SettingsStore, model_key
+from app.ui.main_window import APP_DEFAULTS, MainWindow
+
+
+@pytest.fixture()
+def env(tmp_path, tiny_models, monkeypatch):
+    monkeypatch.setenv("TANDEM_DATA_DIR", str(tmp_path / "data"))
+    models = tmp_path / "models" / "tiny-org" / "tiny-repo"
+    models.mkdir(parents=True)
+    for p in tiny_models.values():
+        shutil.copy(p, models / p.name)
+    return {"db": tmp_path / "chats.sqlite3", "models": tmp_path / "models"}
+
+
+def open_window(qtbot, env) -> MainWindow:
+    conn = open_database(env["db"])
+    chats = ChatStore(conn)
+    chats.recover_interrupted()
+    settings = SettingsStore(conn, defaults=APP_DEFAULTS)
+    settings.set("model_folders", [str(env["models"])])
+    w = MainWindow(chats, settings, LocalLibrary([env["models"]], cache_path=None))
+    w.confirm = lambda title, text: True
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: len(w.browser.models()) == 3, timeout=20000)
+    return w
+
+
+def model_named(w: MainWindow, stem: str):
+    return next(m for m in w.browser.models() if Path(m.path).stem == stem)
+
+
+def load_tiny(qtbot, w: MainWindow) -> None:
+    target = model_named(w, "tiny-target")
+    # remembered per-model settings are applied on load
+    w.settings.set_model_settings(model_key(target.path), {"n_ctx": 4096, "threads": 1, "temperature": 0.0,
+                                                           "max_tokens": 200})
+    with qtbot.waitSignal(w.bridge.events.loaded, timeout=30000):
+        w.load_model(target)
+    qtbot.waitUntil(lambda: w.chat.model_ready(), timeout=10000)
+    assert w.panel.values().temperature == 0.0
+
+
+def close_window(qtbot, w: MainWindow) -> None:
+    w.close()
+    qtbot.waitUntil(lambda: not w.bridge.thread.isRunning(), timeout=15000)
+
+
+def test_load_pick_draft_chat_stop_and_reopen(qtbot, env):
+    w = open_window(qtbot, env)
+    load_tiny(qtbot, w)
+    assert w.target_info is not None and w.target_info.block_count == 4
+
+    # the draft picker: the compatible draft is enabled, the other vocabulary is disabled with the reason
+    qtbot.waitUntil(lambda: w.panel.draft_item(str(model_named(w, "tiny-other-vocab").path)) is not None,
+                    timeout=20000)
+    bad = w.panel.draft_item(str(model_named(w, "tiny-other-vocab").path))
+    good = w.panel.draft_item(str(model_named(w, "tiny-draft").path))
+    assert good.isEnabled()
+    assert not bad.isEnabled() and "token" in bad.toolTip()
+
+    with qtbot.waitSignal(w.bridge.events.speculationChanged, timeout=30000,
+                          check_params_cb=lambda mode: mode == "draft-model"):
+        w.use_as_draft(model_named(w, "tiny-draft"))
+
+    # send: tokens stream in, the stats line reports acceptance
+    with qtbot.waitSignal(w.chat.generationFinished, timeout=60000) as done:
+        assert w.chat.send("the value of data")
+    stats = done.args[0]
+    assert stats is not None and stats.drafted > 0
+    cid = w.chat.current_conversation_id()
+    msgs = w.chats.get_messages(cid)
+    assert [m.role for m in msgs] == ["user", "assistant"]
+    assert msgs[1].status == "complete" and msgs[1].content
+    assert "accepted" in (msgs[1].stats_json or "")
+
+    # stop mid-stream: the partial reply is kept and marked
+    w.panel.max_tokens.setValue(100000)
+    stopped = []
+
+    def stop_once(*_):
+        if not stopped:
+            stopped.append(True)
+            w.chat.stop()
+
+    w.bridge.events.pieces.connect(stop_once)
+    with qtbot.waitSignal(w.chat.generationFinished, timeout=60000):
+        assert w.chat.send("json name id type")
+    w.bridge.events.pieces.disconnect(stop_once)
+    last = w.chats.get_messages(cid)[-1]
+    assert last.status == "stopped" and last.content
+
+    close_window(qtbot, w)
+
+    # re-open: the conversation is still there, with both replies
+    w2 = open_window(qtbot, env)
+    convs = w2.chats.list_conversations()
+    assert [c.id for c in convs] == [cid]
+    assert [m.status for m in w2.chats.get_messages(cid)] == ["complete", "complete", "complete", "stopped"]
+    close_window(qtbot, w2)
+
+
+def test_gui_thread_never_freezes_while_streaming(qtbot, env):
+    """A heartbeat timer in the GUI thread: no gap over 100 ms while a reply streams at full speed."""
+    w = open_window(qtbot, env)
+    load_tiny(qtbot, w)
+    w.chat.set_highlight_drafts(True)
+    with qtbot.waitSignal(w.bridge.events.speculationChanged, timeout=30000,
+                          check_params_cb=lambda mode: mode == "prompt-lookup"):
+        values = w.panel.values()
+        values.draft_source = "prompt-lookup"
+        w.panel.set_values(values)
+        w.apply_speculation()
+    w.panel.max_tokens.setValue(3000)
+
+    gaps: list[float] = []
+    clock = QElapsedTimer()
+    clock.start()
+    last = [clock.elapsed()]
+
+    def beat() -> None:
+        now = clock.elapsed()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    heartbeat = QTimer()
+    heartbeat.setInterval(10)
+    heartbeat.timeout.connect(beat)
+    heartbeat.start()
+    t0 = time.monotonic()
+    with qtbot.waitSignal(w.chat.generationFinished, timeout=120000) as done:
+        assert w.chat.send("print the list of items")
+    heartbeat.stop()
+    elapsed = time.monotonic() - t0
+    stats = done.args[0]
+    assert stats.generated_tokens > 1000, [(m.role, m.content[:80]) for m in w.chats.get_messages(w.chat.current_conversation_id())]
+    longest = max(gaps)
+    print(f"\nheartbeat: {len(gaps)} beats over {elapsed:.1f} s, longest gap {longest:.0f} ms, "
+          f"{stats.decode_tokens_per_second:.0f} tok/s")
+    assert longest < 100, f"the GUI froze for {longest} ms"
+    close_window(qtbot, w)
+
+
+def test_deleted_model_file_gives_a_message(qtbot, env):
+    w = open_window(qtbot, env)
+    m = model_named(w, "tiny-draft")
+    Path(m.path).unlink()
+    w.load_model(m)
+    assert "no longer exists" in w.last_message
+    assert w.target is None
+    close_window(qtbot, w)
+
+
+def test_incompatible_draft_from_browser_is_refused_with_reason(qtbot, env):
+    w = open_window(qtbot, env)
+    load_tiny(qtbot, w)
+    qtbot.waitUntil(lambda: w.panel.draft_item(str(model_named(w, "tiny-other-vocab").path)) is not None,
+                    timeout=20000)
+    w.use_as_draft(model_named(w, "tiny-other-vocab"))
+    assert "cannot draft" in w.last_message and "token" in w.last_message
+    close_window(qtbot, w)
