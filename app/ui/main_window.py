@@ -6,10 +6,11 @@ It wires widgets to the worker bridge and the stores; it computes nothing heavy 
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtCore import QByteArray, QEventLoop, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -151,8 +152,10 @@ class MainWindow(QMainWindow):
         ev.loaded.connect(self._on_loaded)
         ev.loadFailed.connect(self._on_load_failed)
         ev.speculationChanged.connect(self._on_speculation)
-        ev.liveStats.connect(lambda _rid, rate, acc, dr: self.monitor.show_live(rate, acc, dr))
-        ev.error.connect(lambda msg: self.show_message(msg, error=True))
+        # worker signals go to bound methods of GUI-thread objects only: a plain lambda would run in the
+        # worker thread (PySide connects receiver-less callables directly)
+        ev.liveStats.connect(self._on_live_stats)
+        ev.error.connect(self._on_engine_error)
         self.load_cancel.clicked.connect(self.bridge.cancel_load)
         self.browser.loadRequested.connect(self.load_model)
         self.browser.useAsDraftRequested.connect(self.use_as_draft)
@@ -319,6 +322,12 @@ class MainWindow(QMainWindow):
             self.bridge.load_draft(ModelSettings(Path(v.draft_path), n_gpu_layers=v.draft_gpu_layers, n_ctx=v.n_ctx,
                                                  n_threads=v.threads or default_threads(leave_one_free=True)))
 
+    def _on_live_stats(self, _request_id: int, rate: float, accepted: int, drafted: int) -> None:
+        self.monitor.show_live(rate, accepted, drafted)
+
+    def _on_engine_error(self, message: str) -> None:
+        self.show_message(message, error=True)
+
     def _on_speculation(self, mode: str) -> None:
         self.speculation = mode
 
@@ -438,6 +447,12 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         self._save_model_settings()
         self._save_layout()
+        if self.chat.is_generating():
+            # stop the reply and let its "finished" event save it as stopped (a few rounds at most)
+            self.bridge.stop()
+            deadline = time.monotonic() + 5.0
+            while self.chat.is_generating() and time.monotonic() < deadline:
+                QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
         self.chat.save_pending()
         self.bridge.shutdown()
         super().closeEvent(event)

@@ -14,6 +14,7 @@ from app.store.chats import ChatStore
 from app.store.db import open_database
 from app.store.settings import SettingsStore, model_key
 from app.ui.main_window import APP_DEFAULTS, MainWindow
+from app.ui.settings_panel import PanelValues
 
 
 @pytest.fixture()
@@ -173,3 +174,51 @@ def test_incompatible_draft_from_browser_is_refused_with_reason(qtbot, env):
     w.use_as_draft(model_named(w, "tiny-other-vocab"))
     assert "cannot draft" in w.last_message and "token" in w.last_message
     close_window(qtbot, w)
+
+
+def test_first_launch_without_models_shows_onboarding(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("TANDEM_DATA_DIR", str(tmp_path / "data"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    conn = open_database(tmp_path / "c.sqlite3")
+    w = MainWindow(ChatStore(conn), SettingsStore(conn, defaults=APP_DEFAULTS), LocalLibrary([empty], cache_path=None))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: not w.browser.is_busy(), timeout=20000)
+    w._update_centre()
+    assert w.centre.currentWidget() is w.onboarding
+    close_window(qtbot, w)
+
+
+def test_settings_are_remembered_per_model_and_reset(qtbot, env):
+    w = open_window(qtbot, env)
+    load_tiny(qtbot, w)
+    w.panel.draft_max.setValue(11)
+    w.panel.temperature.setValue(1.25)
+    w._save_model_settings()
+    close_window(qtbot, w)
+    w2 = open_window(qtbot, env)
+    target = model_named(w2, "tiny-target")
+    stored = w2.settings.get_model_settings(model_key(target.path))
+    assert stored["temperature"] == 1.25
+    with qtbot.waitSignal(w2.bridge.events.loaded, timeout=30000):
+        w2.load_model(target)
+    assert w2.panel.values().temperature == 1.25
+    w2.reset_settings()
+    assert w2.panel.values().temperature == PanelValues().temperature
+    assert w2.settings.get_model_settings(model_key(target.path)) == {}
+    close_window(qtbot, w2)
+
+
+def test_quit_while_generating_stops_cleanly(qtbot, env):
+    w = open_window(qtbot, env)
+    load_tiny(qtbot, w)
+    w.panel.max_tokens.setValue(100000)
+    with qtbot.waitSignal(w.bridge.events.pieces, timeout=30000):
+        assert w.chat.send("print the list of items")
+    t0 = time.monotonic()
+    close_window(qtbot, w)
+    assert time.monotonic() - t0 < 10
+    msgs = w.chats.get_messages(w.chats.list_conversations()[0].id)
+    assert msgs[-1].role == "assistant" and msgs[-1].content
+    assert msgs[-1].status in ("stopped", "complete")

@@ -1,0 +1,101 @@
+"""The advanced settings panel: values, bad input, draft picker, advice, memory bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from app.engine.advisor import advise
+from app.engine.compat import check_draft_compatibility
+from app.engine.gguf_info import inspect_gguf
+from app.engine.memory import ModelLoad, estimate_load
+from app.hardware.monitor import Resources
+from app.ui.settings_panel import DraftChoice, PanelValues, SettingsPanel
+
+
+def test_values_round_trip_and_stored_values_are_sanitised(qtbot):
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    panel.set_target("tiny", n_layers=4)
+    v = PanelValues(gpu_layers=2, n_ctx=8192, threads=1, draft_source="prompt-lookup", draft_max=8, draft_min=2,
+                    temperature=0.0, top_k=0, seed=42, max_tokens=77)
+    panel.set_values(v)
+    got = panel.values()
+    assert (got.gpu_layers, got.n_ctx, got.draft_source, got.draft_max, got.draft_min, got.seed, got.max_tokens) == (
+        2, 8192, "prompt-lookup", 8, 2, 42, 77)
+    sampling, max_tokens = panel.request_settings()
+    assert sampling.greedy and sampling.seed == 42 and max_tokens == 77
+    # stored settings from an older/corrupt file: wrong types are ignored, not crashing
+    restored = PanelValues.from_dict({"n_ctx": "lots", "temperature": 1, "draft_max": 3, "bogus": 1})
+    assert restored.n_ctx == PanelValues().n_ctx and restored.temperature == 1.0 and restored.draft_max == 3
+
+
+def test_out_of_range_and_non_numeric_input_is_refused(qtbot):
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    for spin, bad, expected in ((panel.draft_max, "99", 32), (panel.n_ctx, "5", 256)):
+        spin.lineEdit().selectAll()
+        QTest.keyClicks(spin.lineEdit(), bad)
+        spin.interpretText()
+        QTest.keyClick(spin, Qt.Key.Key_Return)
+        assert spin.minimum() <= spin.value() <= spin.maximum()
+    before = panel.values().max_tokens
+    panel.max_tokens.lineEdit().selectAll()
+    QTest.keyClicks(panel.max_tokens.lineEdit(), "abc")
+    panel.max_tokens.interpretText()
+    assert panel.values().max_tokens == before
+    panel.set_values(PanelValues(draft_max=500, temperature=-3, n_ctx=10))  # clamped, never invalid
+    v = panel.values()
+    assert v.draft_max == 32 and v.temperature == 0.0 and v.n_ctx == 256
+    v.spec().validate()
+    v.sampling().validate()
+
+
+def test_gpu_layer_slider_shows_the_layer_count(qtbot):
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    panel.set_target("tiny", n_layers=30)
+    panel.gpu_layers.set_value(12)
+    assert panel.gpu_layers.label.text() == "12 / 30 layers"
+    panel.gpu_layers.set_value(-1)
+    assert panel.values().gpu_layers == -1 and "all" in panel.gpu_layers.label.text()
+
+
+def test_draft_picker_disables_incompatible_models_with_reason(qtbot, tiny_target, tiny_draft, tiny_other_vocab):
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    t = inspect_gguf(tiny_target)
+    choices = [DraftChoice(Path(p), Path(p).stem, check_draft_compatibility(t, inspect_gguf(p)))
+               for p in (tiny_draft, tiny_other_vocab)]
+    panel.set_draft_choices(choices)
+    good, bad = panel.draft_item(str(tiny_draft)), panel.draft_item(str(tiny_other_vocab))
+    assert good.isEnabled() and "compatible" in good.toolTip()
+    assert not bad.isEnabled() and "token" in bad.toolTip()
+    # a stored choice of the incompatible model is not selected
+    panel.set_values(PanelValues(draft_source="draft-model", draft_path=str(tiny_other_vocab)))
+    assert panel.values().draft_path == ""
+    panel.set_values(PanelValues(draft_source="draft-model", draft_path=str(tiny_draft)))
+    assert panel.values().draft_path == str(tiny_draft)
+
+
+def test_advice_and_memory_bar(qtbot, tiny_target, tiny_other_vocab):
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    t, other = inspect_gguf(tiny_target), inspect_gguf(tiny_other_vocab)
+    advice = advise(t, draft_source="draft-model", draft=other)
+    assert advice[0].level == "error" and "refused" in advice[0].text
+    advice = advise(t, draft_source="draft-model", draft=t)
+    texts = " ".join(a.text for a in advice)
+    assert "CPU" in texts and "size" in texts
+    panel.set_advice(advice)
+    assert "CPU" in panel.advice.text()
+    est = estimate_load([ModelLoad(t, 0, 4096)])
+    plenty = Resources(available_ram=8 << 30, total_ram=16 << 30, free_vram=0, total_vram=0, gpu_count=0)
+    panel.memory_bar.show_estimate(est, plenty)
+    assert panel.memory_bar.fits
+    tight = Resources(available_ram=1 << 20, total_ram=16 << 30, free_vram=0, total_vram=0, gpu_count=0)
+    panel.memory_bar.show_estimate(est, tight)
+    assert not panel.memory_bar.fits and "RAM" in panel.memory_bar.verdict.text()
