@@ -12,8 +12,8 @@ is almost as slow as the target wants hardly any. The controller measures, durin
 
 A round with n guesses emits on average E(n) = 1 + α + … + α^n = (1 − α^(n+1)) / (1 − α) tokens and costs
 T(n) = n · draft + verify(n + 1); the controller picks the n in [0, max] with the highest E(n) / T(n).
-n = 0 (no draft: a plain step) is allowed, so a useless draft switches itself off; the forgetting pulls α
-back towards its prior, so after a while it tries again.
+n = 0 (no draft: a plain step) is allowed, so a useless draft switches itself off; every 16 plain steps
+one round drafts again, to notice when the text has become predictable.
 
 **Draft confidence.** The draft model's top-token probability says when its next guess is likely wrong.
 Each guessed position is recorded with that probability and whether the target accepted it; from these
@@ -96,6 +96,9 @@ class AdaptiveDraftController:
         self._band_tried = [0.0] * len(_BANDS)
         self._band_acc = [0.0] * len(_BANDS)
         self._rounds = 0
+        self._prev_asked = -1
+        self._plain_streak = 0
+        self.probe_every = 16  # after this many plain steps in a row, one round drafts again to re-measure
         self._n = min(n_cap, max(n_min, n_start if n_start is not None else min(4, n_cap)))
         self.history: list[int] = []  # the lengths chosen, for stats and tests
 
@@ -151,10 +154,21 @@ class AdaptiveDraftController:
             base, slope = line
             alpha, draft = self.alpha, self.draft_cost
             best_n, best = self._n, -1.0
+            best_drafting, best_drafting_rate = 1, -1.0
             for n in range(self.n_min, self.n_cap + 1):
                 r = expected_tokens(alpha, n) / (n * draft + max(base + slope * (n + 1), 1e-6))
                 if r > best * (1.0 + 1e-9):
                     best_n, best = n, r
+                if n > 0 and r > best_drafting_rate * (1.0 + 1e-9):
+                    best_drafting, best_drafting_rate = n, r
+            if best_n == 0:
+                # drafting looks useless; still probe now and then, in case the text changed
+                self._plain_streak += 1
+                if self._plain_streak > self.probe_every:
+                    self._plain_streak = 0
+                    best_n = best_drafting
+            else:
+                self._plain_streak = 0
             self._n = best_n
         self.history.append(self._n)
         return self._n
@@ -196,16 +210,16 @@ class AdaptiveDraftController:
         """Record a finished round: `asked` = the length allowed, `drafted` guessed, `accepted` kept."""
         d = self.decay
         self._rounds += 1
-        # acceptance: every accepted guess is a success; the guess that ended the round a failure
-        rejected = 1.0 if accepted < drafted else 0.0
+        caught_up = self._prev_asked == 0
+        self._prev_asked = asked
+        # acceptance: every accepted guess is a success; the guess that ended the round a failure. Rounds
+        # without guesses say nothing about it (the estimate keeps its last value)
         if drafted > 0:
             self._succ.add(float(accepted), d)
-            self._fail.add(rejected, d)
-        else:
-            self._succ.add(0.0, d)
-            self._fail.add(0.0, d)
-        # costs (the first round's draft time includes reading the prompt into the draft: skip it)
-        if not first_round and drafted > 0 and draft_seconds >= 0.0:
+            self._fail.add(1.0 if accepted < drafted else 0.0, d)
+        # costs. Skipped: the first round (the draft reads the whole prompt) and a round after a plain step
+        # (the draft catches up on the tokens it missed): neither is the price of one more guess
+        if not first_round and not caught_up and drafted > 0 and draft_seconds >= 0.0:
             per = draft_seconds / drafted
             self._draft_cost = per if self._draft_cost is None else 0.8 * self._draft_cost + 0.2 * per
         elif self._draft_cost is None and drafted == 0 and asked > 0:

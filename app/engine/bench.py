@@ -253,6 +253,8 @@ class RunRecord:
     target_seconds: float
     stop_reason: str
     identical: bool | None = None  # vs the plain run of the same prompt (None: this is the reference)
+    # CPU time this process got / (wall time x threads): well below 1 means other programs took the cores
+    cpu_share: float = 0.0
 
 
 @dataclass
@@ -323,6 +325,7 @@ class ConfigSummary:
     draft_ms_per_token: float
     target_ms_per_token: float
     other_ms_per_token: float
+    cpu_share: float = 0.0  # median over runs (see RunRecord.cpu_share)
 
     @property
     def spread(self) -> float:
@@ -382,6 +385,7 @@ def summarize(configs: Sequence[BenchConfig], runs: Sequence[RunRecord]) -> list
                     draft_ms_per_token=dsec * per_tok,
                     target_ms_per_token=tsec * per_tok,
                     other_ms_per_token=max(dec - dsec - tsec, 0.0) * per_tok,
+                    cpu_share=statistics.median([r.cpu_share for r in rs]),
                 )
             )
     return out
@@ -437,7 +441,7 @@ class BenchReport:
         "config", "category", "draft_max", "adaptive", "n_prompts", "repeats", "decode_tps", "decode_tps_min",
         "decode_tps_max", "speedup", "prompt_tps", "ttft_ms", "acceptance_rate", "mean_accepted",
         "tokens_per_round", "identical", "n_diverged", "draft_ms_per_token", "target_ms_per_token",
-        "other_ms_per_token",
+        "other_ms_per_token", "cpu_share",
     )  # fmt: skip
 
     def write_csv(self, path: str | os.PathLike[str]) -> None:
@@ -534,6 +538,12 @@ class BenchReport:
                     else:
                         cells.append(f"{f'{s.speedup:.2f}x':>14}")
                 lines.append(f"{cfg.name:<10} " + " ".join(cells))
+        shares = [s.cpu_share for s in self.summaries if s.category == ALL and s.cpu_share > 0]
+        if shares and statistics.median(shares) < 0.75:
+            lines.append(
+                f"note: this process got only {statistics.median(shares):.0%} of the CPU time it asked for: other "
+                "programs were busy, the numbers are noisy"
+            )
         for d in self.divergences[:10]:
             lines.append(
                 f"DIFFERENT: {d.config} on {d.prompt_id} (repeat {d.repeat + 1}) at token {d.position}: "
@@ -684,7 +694,9 @@ def run_benchmark(
                 for cfg in configs:
                     if cancel.is_set():
                         break
+                    wall0, cpu0 = time.perf_counter(), time.process_time()
                     res = one_run(cfg, toks, p.max_tokens or options.max_tokens)
+                    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
                     st = res.stats
                     if st.stop_reason == "cancelled":
                         break
@@ -698,6 +710,7 @@ def run_benchmark(
                         drafted=st.drafted, accepted=st.accepted, rounds=st.rounds,
                         draft_seconds=st.draft_seconds, target_seconds=st.target_seconds,
                         stop_reason=st.stop_reason,
+                        cpu_share=cpu / (wall * threads) if wall > 0 else 0.0,
                     )  # fmt: skip
                     ref = reference.get(p.id)
                     if ref is None and cfg.name == OFF.name:
