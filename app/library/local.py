@@ -108,6 +108,13 @@ class LocalModel:
     kind: str = MODEL  # "model", or for non-model GGUFs "mmproj", "adapter", "vocab"
 
     @property
+    def file_name(self) -> str:
+        """The file's name without .gguf and split suffix: what users recognise (general.name is often the
+        same for every quantization of a model)."""
+        m = _SPLIT_RE.match(self.path.name)
+        return m.group("prefix") if m else self.path.stem
+
+    @property
     def broken(self) -> bool:
         return self.error is not None
 

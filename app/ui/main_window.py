@@ -68,6 +68,7 @@ class MainWindow(QMainWindow):
         self.target: LocalModel | None = None
         self.target_info: ModelInfo | None = None
         self.speculation = "off"
+        self._wanted_draft = ""
         self.has_gpu_offload = bool(backend_info().get("gpu_offload"))
         # dialogs that tests replace: (title, text) -> bool
         self.confirm: Callable[[str, str], bool] = self._confirm_dialog
@@ -85,11 +86,11 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.browser)
         self.splitter.addWidget(self.centre)
         self.splitter.addWidget(self.panel)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 5)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 4)
         self.splitter.setStretchFactor(2, 2)
-        self.splitter.setSizes([330, 760, 330])
         self.setCentralWidget(self.splitter)
+        self.splitter.setSizes([520, 600, 380])
 
         # status bar: load progress + cancel, resource monitor
         self.monitor = ResourceMonitor()
@@ -118,6 +119,10 @@ class MainWindow(QMainWindow):
         self.chat.set_highlight_drafts(bool(self.settings.get("highlight_draft_tokens", False)))
         self.highlight_action.setChecked(bool(self.settings.get("highlight_draft_tokens", False)))
         self._restore_layout()
+        try:  # Tandem's own models folder (downloads land there) exists from the first launch on
+            self.library_default_folder().mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self.show_message(f"cannot create the models folder: {e}", error=True)
         self.browser.set_folders(self.model_folders())
         self._update_centre()
 
@@ -225,6 +230,8 @@ class MainWindow(QMainWindow):
         if self.target is None or Path(self.target.path) != Path(model.path):
             values = self._values_for(model)
             self.panel.set_values(values)
+            # the draft list is only known once the target is loaded: remember which draft to select then
+            self._wanted_draft = values.draft_path
         values = self.panel.values()
         try:
             info = inspect_gguf(model.path)
@@ -252,7 +259,8 @@ class MainWindow(QMainWindow):
         self.load_box.hide()
         if which == "target":
             self.target_info = info
-            self.panel.set_target(info.display_name, info.block_count or 0, info.context_length or 0)
+            name = self.target.file_name if self.target is not None else info.display_name
+            self.panel.set_target(name, info.block_count or 0, info.context_length or 0)
             self.chat.set_model_ready(True)
             self.statusBar().showMessage(f"Loaded {info.display_name}", 5000)
             self.browser.set_target(self.target)
@@ -284,7 +292,14 @@ class MainWindow(QMainWindow):
         except Exception as e:  # a broken library entry must not break loading
             self.show_message(f"could not check drafts: {e}", error=True)
             pairs = []
-        self.panel.set_draft_choices([DraftChoice(Path(m.path), m.name, verdict) for m, verdict in pairs])
+        self.panel.set_draft_choices([DraftChoice(Path(m.path), m.file_name, verdict) for m, verdict in pairs])
+        wanted, self._wanted_draft = self._wanted_draft, ""
+        if wanted and self.panel.values().draft_path != wanted:
+            item = self.panel.draft_item(wanted)
+            if item is not None and item.isEnabled():
+                v = self.panel.values()
+                v.draft_path = wanted
+                self.panel.set_values(v)
         self._apply_pair_settings()
 
     # -- speculation ---------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ MODEL_ROLE = Qt.ItemDataRole.UserRole
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 
 NAME, ARCH, PARAMS, QUANT, SIZE, CONTEXT, DRAFT = range(7)
-COLUMNS = ("Name", "Architecture", "Parameters", "Quantization", "Size", "Context", "Draft")
+COLUMNS = ("Name", "Arch", "Params", "Quant", "Size", "Ctx", "Draft")
 
 _OK_COLOR = QColor("#2e9d5b")
 _BAD_COLOR = QColor("#c0504d")
@@ -180,7 +180,7 @@ class LibraryTableModel(QAbstractTableModel):
 
     def _text(self, m: LocalModel, col: int) -> str:
         if col == NAME:
-            return m.name
+            return m.file_name
         if m.broken:
             return {ARCH: "unreadable", SIZE: format_size(m.file_size)}.get(col, "")
         if col == ARCH:
@@ -416,19 +416,21 @@ class ModelBrowser(QWidget):
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.ResizeToContents)  # names are what users read
+        header.setStretchLastSection(True)
         header.setMinimumSectionSize(60)
         fm = self.fontMetrics()
         for col, sample in (
-            (ARCH, "Architecture__"),
-            (PARAMS, "Parameters__"),
-            (QUANT, "Quantization__"),
-            (SIZE, "1000 MB___"),
-            (CONTEXT, "Context__"),
-            (DRAFT, "✗ incompatible___"),
+            (ARCH, "gemma3"),
+            (PARAMS, "135M"),
+            (QUANT, "Q4_K_M"),
+            (SIZE, "1000 MB"),
+            (CONTEXT, "128K"),
+            (DRAFT, "✗ incompatible"),
         ):
-            header.resizeSection(col, fm.horizontalAdvance(sample) + 16)
+            header.resizeSection(col, fm.horizontalAdvance(sample) + 14)
         self.table.setColumnHidden(DRAFT, True)
+        self.table.setColumnHidden(ARCH, True)  # shown in the row's tooltip and searchable; the name needs the room
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.table.doubleClicked.connect(lambda _index: self._request_load())
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
