@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--plot", metavar="OUT.png", help="write the plot: tok/s vs draft tokens per category (PNG)")
     pb.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
+    ps = sub.add_parser("setup", help="fetch the bundled demo model (SmolLM2-135M-Instruct) into Tandem's cache")
+    ps.add_argument("--quiet", "-q", action="store_true")
+
     pt = sub.add_parser("chat", help="chat in the terminal (default model: the bundled demo model)")
     pt.add_argument("--model", "-m", default=None, help="target model (GGUF); default: the demo model")
     pt.add_argument("--prompt-lookup", action="store_true", help="speculate with prompt lookup")
@@ -261,6 +264,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             )
             print(line, file=sys.stderr)
     return 130 if stats.stop_reason == "cancelled" else 0
+
+
+def _cmd_setup(args: argparse.Namespace) -> int:
+    from app.library.reference_models import ensure_demo_model
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"tandem: {msg}", file=sys.stderr)
+
+    path = ensure_demo_model(progress=say)
+    print(f"demo model ready: {path}")
+    return 0
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
@@ -398,7 +413,7 @@ def _cmd_gui(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"inspect": _cmd_inspect, "check-draft": _cmd_check_draft, "generate": _cmd_generate,
-                "chat": _cmd_chat, "bench": _cmd_bench}
+                "chat": _cmd_chat, "bench": _cmd_bench, "setup": _cmd_setup}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         if argv and not argv[0].startswith("-"):
             print(f"tandem: unknown command {argv[0]!r} (commands: {', '.join(commands)})", file=sys.stderr)

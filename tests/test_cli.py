@@ -130,3 +130,11 @@ def test_context_too_small_for_the_prompt(tiny_target):
 def test_missing_prompt_file_and_unknown_command(tiny_target):
     assert_one_line_error(tandem("generate", "-m", str(tiny_target), "-f", "/nonexistent/p.txt"), 1, "not found")
     assert_one_line_error(tandem("frobnicate"), 2, "unknown command")
+
+
+def test_setup_fetches_the_demo_model_idempotently():
+    proc = tandem("setup", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    path = proc.stdout.strip().removeprefix("demo model ready: ")
+    assert path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert Path(path).stat().st_size > 90_000_000
