@@ -34,30 +34,27 @@ class _Parser(argparse.ArgumentParser):
         raise _CliError(f"{self.prog}: {message} (see {self.prog} --help)", EXIT_USAGE)
 
 
-def _int_range(lo: int, hi: int, what: str):
-    def parse(text: str) -> int:
+def _ranged(cast: type, kind: str, lo: float, hi: float, what: str):
+    """An argparse type: `cast(text)` within [lo, hi], or one readable error line."""
+
+    def parse(text: str):
         try:
-            v = int(text)
+            v = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a whole number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{what} must be {kind}, got {text!r}") from None
         if not (lo <= v <= hi):
             raise argparse.ArgumentTypeError(f"{what} must be between {lo} and {hi}, got {v}")
         return v
 
     return parse
+
+
+def _int_range(lo: int, hi: int, what: str):
+    return _ranged(int, "a whole number", lo, hi, what)
 
 
 def _float_range(lo: float, hi: float, what: str):
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if not (lo <= v <= hi):
-            raise argparse.ArgumentTypeError(f"{what} must be between {lo} and {hi}, got {v}")
-        return v
-
-    return parse
+    return _ranged(float, "a number", lo, hi, what)
 
 
 def _int_list(lo: int, hi: int, what: str):
