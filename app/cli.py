@@ -409,6 +409,10 @@ def _cmd_gui(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--install-desktop-entry" in argv or "--uninstall-desktop-entry" in argv:
+        from app.desktop_integration import run_cli
+
+        return run_cli(argv)
     commands = {"inspect": _cmd_inspect, "check-draft": _cmd_check_draft, "generate": _cmd_generate,
                 "chat": _cmd_chat, "bench": _cmd_bench, "setup": _cmd_setup}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):

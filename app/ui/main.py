@@ -45,6 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if icon.exists():
         app.setWindowIcon(QIcon(str(icon)))
     apply_theme(app, "system")
+    from app.crash import install_into_gui
+    from app.ui.single_instance import claim_single_instance
+
+    install_into_gui(app)
+    guard = claim_single_instance()
+    if guard is None:  # another Tandem is running: it was asked to come to the front
+        return 0
     try:
         window = create_main_window()
     except StoreError as e:
@@ -59,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window = create_main_window()
     apply_theme(app, str(window.settings.get("theme", "system")))
     window.show()
+    guard.attach(window)
     return app.exec()
 
 
