@@ -6,9 +6,12 @@ is almost as slow as the target wants hardly any. The controller measures, durin
 
 * the **acceptance** α — the chance that the next guess is accepted given the previous ones were: counted
   as successes (accepted guesses) and failures (the one rejected guess that ended a round), with
-  exponential forgetting so it follows the text as it changes from one kind to another;
+  exponential forgetting (per guess: the last ~30 count) so it follows the text as it changes;
 * the **draft cost** per guessed token (seconds the proposer spent, per token drafted);
 * the **verify cost** of a batch of k tokens (seconds per target decode + sampling, per batch size k).
+
+Both costs are tracked so that they follow a drop fast and a rise slowly: on a busy machine single
+measurements are often inflated by other programs, never deflated.
 
 A round with n guesses emits on average E(n) = 1 + α + … + α^n = (1 − α^(n+1)) / (1 − α) tokens and costs
 T(n) = n · draft + verify(n + 1); the controller picks the n in [0, max] with the highest E(n) / T(n).
@@ -35,7 +38,10 @@ from dataclasses import dataclass
 __all__ = ["AdaptiveDraftController", "expected_tokens"]
 
 # confidence bands (upper edges) for the draft's top-token probability
-_BANDS = (0.2, 0.4, 0.6, 0.8, 0.9, 1.0 + 1e-9)
+_BANDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 1.0 + 1e-9)
+# the cut-off never goes above this: stopping ends the whole draft, and with it the (often right) guesses
+# that would follow the unsure one
+_MAX_CUT = 0.5
 
 
 def expected_tokens(alpha: float, n: int) -> float:
@@ -69,9 +75,9 @@ class AdaptiveDraftController:
         *,
         n_min: int = 0,
         n_start: int | None = None,
-        decay: float = 0.85,
+        decay: float = 0.97,
         prior_alpha: float = 0.7,
-        prior_weight: float = 3.0,
+        prior_weight: float = 1.0,
         verify_slope_prior: float = 0.15,
         learn_confidence: bool = True,
     ) -> None:
@@ -99,6 +105,7 @@ class AdaptiveDraftController:
         self._prev_asked = -1
         self._plain_streak = 0
         self.probe_every = 16  # after this many plain steps in a row, one round drafts again to re-measure
+        self.flat = 0.03
         self._n = min(n_cap, max(n_min, n_start if n_start is not None else min(4, n_cap)))
         self.history: list[int] = []  # the lengths chosen, for stats and tests
 
@@ -153,14 +160,16 @@ class AdaptiveDraftController:
         if line is not None:
             base, slope = line
             alpha, draft = self.alpha, self.draft_cost
-            best_n, best = self._n, -1.0
-            best_drafting, best_drafting_rate = 1, -1.0
-            for n in range(self.n_min, self.n_cap + 1):
-                r = expected_tokens(alpha, n) / (n * draft + max(base + slope * (n + 1), 1e-6))
-                if r > best * (1.0 + 1e-9):
-                    best_n, best = n, r
-                if n > 0 and r > best_drafting_rate * (1.0 + 1e-9):
-                    best_drafting, best_drafting_rate = n, r
+            rates = [
+                expected_tokens(alpha, n) / (n * draft + max(base + slope * (n + 1), 1e-6))
+                for n in range(self.n_min, self.n_cap + 1)
+            ]
+            best = max(rates)
+            # the optimum is usually flat: take the longest length within `flat` of the best (fewer rounds,
+            # so less of the per-round overhead the model leaves out)
+            best_n = self.n_min + max(i for i, r in enumerate(rates) if r >= best * (1.0 - self.flat))
+            drafting = [(r, i) for i, r in enumerate(rates) if self.n_min + i > 0]
+            best_drafting = self.n_min + max(drafting)[1] if drafting else 1
             if best_n == 0:
                 # drafting looks useless; still probe now and then, in case the text changed
                 self._plain_streak += 1
@@ -188,12 +197,14 @@ class AdaptiveDraftController:
         need = marginal / value if value > 0 else 1.0
         cut = 0.0
         for i, hi in enumerate(_BANDS):
+            if hi > _MAX_CUT + 1e-9:
+                break  # a guess the draft is this sure of is never cut
             tried = self._band_tried[i]
-            if tried < 4.0:
+            if tried < 8.0:
                 continue  # not enough evidence about this band
             if self._band_acc[i] / tried >= need:
                 break  # guesses this sure pay off: cut no higher
-            cut = min(hi, 0.99)  # guesses in this band (and below) lose time on average
+            cut = hi  # guesses in this band (and below) lose time on average
         return cut
 
     def observe(
@@ -208,27 +219,28 @@ class AdaptiveDraftController:
         first_round: bool = False,
     ) -> None:
         """Record a finished round: `asked` = the length allowed, `drafted` guessed, `accepted` kept."""
-        d = self.decay
         self._rounds += 1
         caught_up = self._prev_asked == 0
         self._prev_asked = asked
         # acceptance: every accepted guess is a success; the guess that ended the round a failure. Rounds
         # without guesses say nothing about it (the estimate keeps its last value)
         if drafted > 0:
+            # forget per guess whose outcome is known (the accepted ones and the rejected one), so the memory
+            # spans about the same number of guesses however long the drafts are
+            rejected = 1.0 if accepted < drafted else 0.0
+            d = self.decay ** (accepted + rejected)
             self._succ.add(float(accepted), d)
-            self._fail.add(1.0 if accepted < drafted else 0.0, d)
+            self._fail.add(rejected, d)
         # costs. Skipped: the first round (the draft reads the whole prompt) and a round after a plain step
         # (the draft catches up on the tokens it missed): neither is the price of one more guess
         if not first_round and not caught_up and drafted > 0 and draft_seconds >= 0.0:
-            per = draft_seconds / drafted
-            self._draft_cost = per if self._draft_cost is None else 0.8 * self._draft_cost + 0.2 * per
+            self._draft_cost = _track(self._draft_cost, draft_seconds / drafted)
         elif self._draft_cost is None and drafted == 0 and asked > 0:
             # prompt lookup found nothing: proposing itself is (nearly) free
             self._draft_cost = max(draft_seconds, 0.0)
         if verify_seconds > 0.0:
             k = drafted + 1
-            old = self._verify.get(k)
-            self._verify[k] = verify_seconds if old is None else 0.8 * old + 0.2 * verify_seconds
+            self._verify[k] = _track(self._verify.get(k), verify_seconds)
         # confidence bands: positions that were tried (accepted ones, then the rejected one)
         if top_probs:
             tried = min(len(top_probs), accepted + (1 if accepted < drafted else 0))
@@ -243,6 +255,14 @@ class AdaptiveDraftController:
             f"alpha={self.alpha:.2f} n={self._n} draft={self.draft_cost * 1e3:.1f}ms "
             f"verify1={(v1 or 0.0) * 1e3:.1f}ms cut={self.confidence_cutoff():.2f}"
         )
+
+
+def _track(old: float | None, new: float) -> float:
+    """A running cost estimate that follows drops fast and rises slowly: a time measurement is only ever
+    inflated by noise (another program took the core, a page fault), never deflated."""
+    if old is None:
+        return new
+    return old + (0.5 if new < old else 0.1) * (new - old)
 
 
 def _band(p: float) -> int:

@@ -335,7 +335,8 @@ class ConfigSummary:
 
 def summarize(configs: Sequence[BenchConfig], runs: Sequence[RunRecord]) -> list[ConfigSummary]:
     """Summaries per configuration, overall ("all") and per category, in configuration order."""
-    categories = [ALL] + sorted({r.category for r in runs}, key=lambda c: (CATEGORIES + (c,)).index(c))
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    categories = [ALL] + sorted({r.category for r in runs}, key=lambda c: (order.get(c, len(order)), c))
     out: list[ConfigSummary] = []
     off_tps: dict[str, float] = {}
     for cfg in configs:

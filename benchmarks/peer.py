@@ -1,0 +1,359 @@
+"""Tandem next to llama.cpp's own tools: same GGUF files, threads, prompt and settings, in one run.
+
+Runs, interleaved round by round (so a machine whose speed drifts slows both sides alike):
+
+* ``llama-bench -p 0 -n N`` (plain decoding speed, tg) on the target — and Tandem's plain decoding of N
+  tokens on the same file: once through the full loop (``generate()``: sampling, text, stats) and once as
+  bare one-token ``llama_decode`` calls (what llama-bench itself times), to separate the kernels from Python;
+* ``llama-speculative-simple --spec-type draft-simple --spec-draft-n-max K`` — and Tandem with the same
+  draft model and the same K, on the same prompt text, greedy, N tokens;
+* optionally prompt lookup: ``llama-speculative-simple --spec-type ngram-simple`` and Tandem's prompt lookup
+  on an edit prompt, each next to Tandem plain on that prompt.
+
+The peer tools come from ``shared/peer/build-llama-tools.sh``. Tandem loads models without llama.cpp's
+extra buffer types (repacked weights / AMX), so the peer tools get the same setting (``--repack 0``,
+``--no-repack``) unless ``--peer-repack`` is given. Prints a table of ratios (Tandem / llama.cpp) and writes
+JSON with every measurement.
+
+Usage::
+
+    python benchmarks/peer.py                                   # SmolLM2 F16 target, Q4_1 draft, 2 threads
+    python benchmarks/peer.py --target T.gguf --draft D.gguf --threads 4 --draft-max 3,5,8 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CODE_PROMPT = (
+    "Write a Python module with a function `parse_csv(text)` that parses CSV text into a list of dictionaries, "
+    "a function `to_json(rows)`, and a small command-line interface. Add docstrings."
+)
+EDIT_PROMPT = (
+    "Rewrite the following text in a formal tone, keeping its structure and all of its details:\n\n"
+    "Hey team, just a quick note about the meeting tomorrow. We're gonna start at 10 instead of 9 because the "
+    "room is booked. Please bring your laptops and the reports from last week. If you can't make it, send me a "
+    "message before 8 so I can update the list. Lunch will be provided after the meeting, so don't eat too much "
+    "at breakfast. Thanks a lot and see you there!"
+)
+
+_DECODED = re.compile(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds, speed:\s+([\d.]+) t/s")
+_ENCODED = re.compile(r"encoded\s+(\d+) tokens in")
+_DRAFTED = re.compile(r"n_drafted\s*=\s*(\d+)")
+_ACCEPT = re.compile(r"n_accept\s*=\s*(\d+)")
+
+
+def find_bin_dir(explicit: str | None) -> Path:
+    candidates = [explicit] if explicit else [os.environ.get("TANDEM_PEER_BIN")]
+    candidates += sorted(glob.glob(str(Path.home() / ".cache/tandem-peer/*/vendor/llama.cpp/build/bin")))
+    for c in candidates:
+        if c and (Path(c) / "llama-bench").is_file():
+            return Path(c)
+    raise SystemExit(
+        f"llama.cpp tools not found{f' in {explicit}' if explicit else ''}: build them with "
+        "shared/peer/build-llama-tools.sh and pass --bin DIR (or set TANDEM_PEER_BIN)"
+    )
+
+
+def build_label(bin_dir: Path) -> str:
+    """ "llama.cpp", or "llama.cpp (llamafile off)" for a build like Tandem's (read from its CMakeCache)."""
+    cache = bin_dir.parent / "CMakeCache.txt"
+    try:
+        if "GGML_LLAMAFILE:BOOL=OFF" in cache.read_text(encoding="utf-8", errors="replace"):
+            return "llama.cpp (llamafile off)"
+    except OSError:
+        pass
+    return "llama.cpp"
+
+
+def _run(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        sig = f" (signal {-proc.returncode})" if proc.returncode < 0 else ""
+        raise RuntimeError(f"{Path(cmd[0]).name} exited with {proc.returncode}{sig}: {' | '.join(tail)}")
+    return proc
+
+
+def llama_bench_tg(bin_dir: Path, model: Path, threads: int, n: int, repack: bool, reps: int = 2) -> list[float]:
+    """tg tokens/s of each of llama-bench's repetitions."""
+    cmd = [str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", "0", "-n", str(n), "-r",
+           str(reps), "--repack", "1" if repack else "0", "-o", "json"]
+    data = json.loads(_run(cmd).stdout)
+    return [float(x) for x in data[0].get("samples_ts") or [data[0]["avg_ts"]]]
+
+
+def spec_simple(bin_dir: Path, target: Path, draft: Path | None, prompt: str, threads: int, n: int, n_max: int,
+                ctx: int, repack: bool, spec_type: str = "draft-simple") -> dict[str, object]:
+    cmd = [str(bin_dir / "llama-speculative-simple"), "-m", str(target), "--spec-type", spec_type,
+           "--temp", "0", "-t", str(threads), "-c", str(ctx), "-n", str(n), "-p", prompt]
+    if spec_type == "draft-simple":
+        cmd += ["-md", str(draft), "--spec-draft-n-max", str(n_max), "--spec-draft-p-min", "0"]
+    else:
+        cmd += ["--spec-ngram-simple-size-m", str(n_max)]
+    if not repack:
+        cmd.append("--no-repack")
+    proc = _run(cmd)
+    out = proc.stdout + proc.stderr
+    m = _DECODED.search(out)
+    if not m:
+        raise RuntimeError("llama-speculative-simple: no 'decoded ... t/s' line in its output")
+    drafted = int(_DRAFTED.search(out).group(1)) if _DRAFTED.search(out) else 0
+    accepted = int(_ACCEPT.search(out).group(1)) if _ACCEPT.search(out) else 0
+    enc = _ENCODED.search(out)
+    return {
+        "tps": float(m.group(3)),
+        "tokens": int(m.group(1)),
+        "drafted": drafted,
+        "accepted": accepted,
+        "acceptance": accepted / drafted if drafted else 0.0,
+        "prompt_tokens": int(enc.group(1)) if enc else None,
+    }
+
+
+class TandemSide:
+    """Tandem in this process: the target (and the draft) loaded once, every run from empty caches."""
+
+    def __init__(self, target: Path, draft: Path | None, threads: int, ctx: int) -> None:
+        from app.engine.session import Engine, ModelSettings
+
+        self.engine = Engine()
+        self.engine.load_target(ModelSettings(target, n_ctx=ctx, n_threads=threads))
+        self.draft_proposer = None
+        if draft is not None:
+            self.engine.load_draft(ModelSettings(draft, n_ctx=ctx, n_threads=threads))
+            self.draft_proposer = self.engine.proposer
+
+    def render(self, user_text: str) -> str:
+        """The prompt as text, rendered with the model's chat template (the same text goes to llama.cpp)."""
+        from app.engine.chat_template import Message
+        from app.engine.session import ChatSession
+
+        if self.engine.target.info.chat_template is None:
+            return user_text
+        return ChatSession(self.engine).render([Message("user", user_text)])
+
+    def generate(self, prompt_text: str, n: int, proposer=None, n_max: int = 0, adaptive: bool = False):
+        from app.engine.sampling import SamplingParams
+        from app.engine.speculative import SpecSettings, generate
+
+        eng = self.engine
+        tokens = eng.tokenize_prompt(prompt_text, special=True)
+        eng.target.ctx.clear()
+        if proposer is not None:
+            proposer.reset()
+        res = generate(eng.target.ctx, tokens, SamplingParams(temperature=0.0), proposer=proposer,
+                       spec=SpecSettings(draft_max=max(n_max, 1), adaptive=adaptive), max_tokens=n)
+        st = res.stats
+        after_first = st.total_seconds - st.time_to_first_token
+        gen = st.generated_tokens
+        return {
+            "tps": (gen - 1) / after_first if after_first > 0 else 0.0,
+            "tokens": gen,
+            "prompt_tokens": len(tokens),
+            "drafted": st.drafted,
+            "accepted": st.accepted,
+            "acceptance": st.acceptance_rate,
+            "draft_ms_per_token": 1000 * st.draft_seconds / max(gen - 1, 1),
+            "target_ms_per_token": 1000 * st.target_seconds / max(gen - 1, 1),
+            "other_ms_per_token": 1000 * max(after_first - st.draft_seconds - st.target_seconds, 0) / max(gen - 1, 1),
+            "text": res.text,
+        }
+
+    def raw_decode(self, n: int) -> float:
+        """Bare one-token decodes (no sampling, no Python loop logic): what llama-bench's tg times."""
+        ctx = self.engine.target.ctx
+        ctx.clear()
+        tok = self.engine.target.model.bos if self.engine.target.model.bos >= 0 else 1
+        ctx.decode([tok], outputs="last")
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ctx.decode([tok], outputs="last")
+        dt = time.perf_counter() - t0
+        ctx.clear()
+        return n / dt
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", help="target GGUF (default: SmolLM2-135M-Instruct F16, built from the Q4_1)")
+    ap.add_argument("--draft", help="draft GGUF (default: SmolLM2-135M-Instruct Q4_1)")
+    ap.add_argument("--bin", action="append", default=[],
+                    help="folder with llama-bench and llama-speculative-simple (repeat to compare several builds)")
+    ap.add_argument("--threads", "-t", type=int, default=2)
+    ap.add_argument("--draft-max", default="3,5,8")
+    ap.add_argument("-n", type=int, default=128, help="tokens to generate (tg and speculative runs)")
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--repeats", "-r", type=int, default=3)
+    ap.add_argument("--prompt", default=CODE_PROMPT, help="user message for the speculative runs")
+    ap.add_argument("--edit-prompt", default=EDIT_PROMPT, help="user message for the prompt-lookup runs")
+    ap.add_argument("--no-lookup", action="store_true", help="skip the prompt-lookup comparison")
+    ap.add_argument("--adaptive", action="store_true", help="also run Tandem's adaptive draft length")
+    ap.add_argument("--peer-repack", action="store_true",
+                    help="let the peer tools repack weights (llama.cpp's default; Tandem never does)")
+    ap.add_argument("--json", help="write every measurement here")
+    args = ap.parse_args(argv)
+
+    from app.library import reference_models
+
+    target = Path(args.target) if args.target else reference_models.smollm2_f16()
+    draft = Path(args.draft) if args.draft else reference_models.smollm2_q4_1()
+    peers = [(build_label(b), b) for b in (find_bin_dir(x) for x in (args.bin or [None]))]
+    if len({label for label, _ in peers}) < len(peers):
+        peers = [(f"{label} [{i + 1}]", b) for i, (label, b) in enumerate(peers)]
+    ks = [int(k) for k in args.draft_max.split(",") if k.strip()]
+    repack = args.peer_repack
+    for label, b in peers:
+        print(f"peer tools: {label}: {b}", file=sys.stderr)
+    print(f"target {target.name}, draft {draft.name}, {args.threads} threads, n={args.n}, greedy, "
+          f"peer repack {'on' if repack else 'off'}", file=sys.stderr)
+
+    side = TandemSide(target, draft, args.threads, args.ctx)
+    prompt_text = side.render(args.prompt)
+    edit_text = side.render(args.edit_prompt)
+    results: dict[str, dict[str, list]] = {}
+
+    def add(key: str, side_name: str, value: object) -> None:
+        vals = value if isinstance(value, list) else [value]
+        results.setdefault(key, {}).setdefault(side_name, []).extend(vals)
+
+    load0 = os.getloadavg()
+    t_start = time.time()
+    try:
+        from app.engine.proposers import PromptLookupProposer
+
+        lookup = PromptLookupProposer()
+        side.generate(prompt_text, 8, side.draft_proposer, 3)  # warm-up
+        for rep in range(args.repeats):
+            print(f"round {rep + 1}/{args.repeats}", file=sys.stderr)
+            for label, b in peers:
+                add("tg_target", label, llama_bench_tg(b, target, args.threads, args.n, repack))
+            add("tg_target", "tandem", side.generate(prompt_text, args.n))
+            add("tg_target", "tandem_raw", side.raw_decode(args.n))
+            for label, b in peers:
+                try:
+                    add("tg_draft", label, llama_bench_tg(b, draft, args.threads, args.n, repack))
+                except RuntimeError as e:
+                    add("tg_draft", "error", f"{label}: {e}")
+            for k in ks:
+                for label, b in peers:
+                    try:
+                        add(f"draft-{k}", label, spec_simple(b, target, draft, prompt_text, args.threads, args.n, k,
+                                                             args.ctx, repack))
+                    except RuntimeError as e:
+                        add(f"draft-{k}", "error", f"{label}: {e}")
+                add(f"draft-{k}", "tandem", side.generate(prompt_text, args.n, side.draft_proposer, k))
+            if args.adaptive:
+                add("adaptive", "tandem", side.generate(prompt_text, args.n, side.draft_proposer, max(ks + [8]),
+                                                        adaptive=True))
+            if not args.no_lookup:
+                add("lookup", "tandem_plain", side.generate(edit_text, args.n))
+                add("lookup", "tandem", side.generate(edit_text, args.n, lookup, 8))
+                for label, b in peers:
+                    try:
+                        add("lookup", label, spec_simple(b, target, None, edit_text, args.threads, args.n, 8,
+                                                         args.ctx, repack, spec_type="ngram-simple"))
+                    except RuntimeError as e:
+                        add("lookup", "error", f"{label}: {e}")
+    finally:
+        side.close()
+    load1 = os.getloadavg()
+
+    def tps_all(key: str, name: str) -> list[float]:
+        return [v if isinstance(v, float) else v["tps"] for v in results.get(key, {}).get(name, [])
+                if not isinstance(v, str)]
+
+    def tps(key: str, name: str) -> float:
+        return _median(tps_all(key, name))
+
+    def best(key: str, name: str) -> float:
+        vals = tps_all(key, name)
+        return max(vals) if vals else float("nan")
+
+    def field(key: str, name: str, f: str) -> float:
+        vals = [v[f] for v in results.get(key, {}).get(name, []) if isinstance(v, dict)]
+        return _median(vals)
+
+    pairs = []
+    for label, _ in peers:
+        pairs.append((f"plain decode, target: llama-bench tg ({label}) vs Tandem generate()", "tg_target", label,
+                      "tg_target", "tandem", "≥ 0.95"))
+        pairs.append((f"plain decode, target: llama-bench tg ({label}) vs Tandem bare llama_decode", "tg_target",
+                      label, "tg_target", "tandem_raw", ""))
+    for k in ks:
+        for label, _ in peers:
+            pairs.append((f"draft model, max {k}: speculative-simple ({label}) vs Tandem", f"draft-{k}", label,
+                          f"draft-{k}", "tandem", "≥ 1.5"))
+    if not args.no_lookup:
+        for label, _ in peers:
+            pairs.append((f"edit prompt: speculative-simple ngram-simple ({label}) vs Tandem prompt lookup",
+                          "lookup", label, "lookup", "tandem", ""))
+        pairs.append(("edit prompt: Tandem plain vs Tandem prompt lookup", "lookup", "tandem_plain", "lookup", "tandem",
+                      "≥ 1.8"))
+    rows = [(name, tps(ka, a), tps(kb, b), best(ka, a), best(kb, b), goal) for name, ka, a, kb, b, goal in pairs]
+    print()
+    print("| measurement | reference tok/s (median / best) | Tandem tok/s (median / best) | ratio of medians | "
+          "ratio of bests | target |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, a, b, ab, bb, goal in rows:
+        print(f"| {name} | {a:.1f} / {ab:.1f} | {b:.1f} / {bb:.1f} | {b / a:.2f} | {bb / ab:.2f} | {goal} |")
+    print()
+    labels = [label for label, _ in peers]
+    print("| draft max | " + " | ".join(f"{lb} acceptance" for lb in labels)
+          + " | Tandem acceptance | Tandem ms/token: draft / target / other |")
+    print("|---:|" + "---:|" * len(labels) + "---:|---|")
+    for k in ks:
+        key = f"draft-{k}"
+        peer_acc = " | ".join(f"{field(key, lb, 'acceptance'):.0%}" for lb in labels)
+        print(f"| {k} | {peer_acc} | {field(key, 'tandem', 'acceptance'):.0%} | "
+              f"{field(key, 'tandem', 'draft_ms_per_token'):.1f} / {field(key, 'tandem', 'target_ms_per_token'):.1f} / "
+              f"{field(key, 'tandem', 'other_ms_per_token'):.1f} |")
+    print(f"\nplain Tandem ms/token: target {field('tg_target', 'tandem', 'target_ms_per_token'):.1f}, "
+          f"other {field('tg_target', 'tandem', 'other_ms_per_token'):.1f}")
+    for lb in labels:
+        print(f"llama-bench tg on the draft file ({lb}): {tps('tg_draft', lb):.1f} tok/s (best "
+              f"{best('tg_draft', lb):.1f})")
+    if args.adaptive:
+        print(f"Tandem adaptive: {tps('adaptive', 'tandem'):.1f} tok/s (best {best('adaptive', 'tandem'):.1f}), "
+              f"acceptance {field('adaptive', 'tandem', 'acceptance'):.0%}")
+    errors = [e for r in results.values() for e in r.get("error", [])]
+    for e in sorted(set(errors)):
+        print(f"error: {e}")
+    print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f}; {time.time() - t_start:.0f} s")
+    if args.json:
+        for r in results.values():
+            for vals in r.values():
+                for v in vals:
+                    if isinstance(v, dict):
+                        v.pop("text", None)
+        Path(args.json).write_text(json.dumps({
+            "target": str(target), "draft": str(draft), "threads": args.threads, "n": args.n,
+            "peer_repack": repack, "load_average": [load0, load1], "results": results,
+            "table": [{"measurement": r[0], "reference_median": r[1], "tandem_median": r[2], "reference_best": r[3],
+                       "tandem_best": r[4], "target": r[5]} for r in rows],
+        }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
