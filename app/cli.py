@@ -370,11 +370,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             msg = p.message or p.phase
             print(("\r\033[K" if tty else "") + f"tandem bench: {msg}", file=sys.stderr, flush=True)
 
+    # Ctrl-C (or a SIGTERM) stops after the current round and still writes the partial results
     old = signal.signal(signal.SIGINT, on_sigint)
+    old_term = signal.signal(signal.SIGTERM, on_sigint)
     try:
         report = bench.run_benchmark(options, progress=progress, cancel=cancel)
     finally:
         signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGTERM, old_term)
     if tty and not args.quiet:
         print("\r\033[K", end="", file=sys.stderr)
     if args.autotune and report.runs:

@@ -88,10 +88,11 @@ def _run(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess[st
     return proc
 
 
-def llama_bench_tg(bin_dir: Path, model: Path, threads: int, n: int, repack: bool, reps: int = 2) -> list[float]:
-    """tg tokens/s of each of llama-bench's repetitions."""
+def llama_bench_tg(bin_dir: Path, model: Path, threads: int, n: int, repack: bool, reps: int = 2,
+                   depth: int = 0) -> list[float]:
+    """tg tokens/s of each of llama-bench's repetitions (`depth` tokens already in the context)."""
     cmd = [str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", "0", "-n", str(n), "-r",
-           str(reps), "--repack", "1" if repack else "0", "-o", "json"]
+           str(reps), "-d", str(depth), "--repack", "1" if repack else "0", "-o", "json"]
     data = json.loads(_run(cmd).stdout)
     return [float(x) for x in data[0].get("samples_ts") or [data[0]["avg_ts"]]]
 
@@ -173,12 +174,12 @@ class TandemSide:
             "text": res.text,
         }
 
-    def raw_decode(self, n: int) -> float:
+    def raw_decode(self, n: int, prefill: list[int] | None = None) -> float:
         """Bare one-token decodes (no sampling, no Python loop logic): what llama-bench's tg times."""
         ctx = self.engine.target.ctx
         ctx.clear()
         tok = self.engine.target.model.bos if self.engine.target.model.bos >= 0 else 1
-        ctx.decode([tok], outputs="last")
+        ctx.decode(prefill or [tok], outputs="last")
         t0 = time.perf_counter()
         for _ in range(n):
             ctx.decode([tok], outputs="last")
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     side = TandemSide(target, draft, args.threads, args.ctx)
     prompt_text = side.render(args.prompt)
     edit_text = side.render(args.edit_prompt)
+    prompt_tokens = side.engine.tokenize_prompt(prompt_text, special=True)
+    depth = len(prompt_tokens)  # llama-bench -d: decode after as many tokens as Tandem's prompt has
     results: dict[str, dict[str, list]] = {}
 
     def add(key: str, side_name: str, value: object) -> None:
@@ -248,8 +251,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {rep + 1}/{args.repeats}", file=sys.stderr)
             for label, b in peers:
                 add("tg_target", label, llama_bench_tg(b, target, args.threads, args.n, repack))
+                add("tg_depth", label, llama_bench_tg(b, target, args.threads, args.n, repack, depth=depth))
             add("tg_target", "tandem", side.generate(prompt_text, args.n))
             add("tg_target", "tandem_raw", side.raw_decode(args.n))
+            add("tg_depth", "tandem_raw", side.raw_decode(args.n, prefill=prompt_tokens))
             for label, b in peers:
                 try:
                     add("tg_draft", label, llama_bench_tg(b, draft, args.threads, args.n, repack))
@@ -300,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
                       "tg_target", "tandem", "≥ 0.95"))
         pairs.append((f"plain decode, target: llama-bench tg ({label}) vs Tandem bare llama_decode", "tg_target",
                       label, "tg_target", "tandem_raw", ""))
+        pairs.append((f"plain decode after the {depth}-token prompt: llama-bench tg -d {depth} ({label}) vs Tandem "
+                      "generate()", "tg_depth", label, "tg_target", "tandem", "≥ 0.95"))
+        pairs.append((f"plain decode after the {depth}-token prompt: llama-bench tg -d {depth} ({label}) vs Tandem "
+                      "bare llama_decode", "tg_depth", label, "tg_depth", "tandem_raw", ""))
     for k in ks:
         for label, _ in peers:
             pairs.append((f"draft model, max {k}: speculative-simple ({label}) vs Tandem", f"draft-{k}", label,

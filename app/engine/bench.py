@@ -6,9 +6,9 @@ machine whose speed drifts (other programs, thermal limits) slows all configurat
 starts from empty KV caches and decodes greedily, so each configuration's output can be compared token by
 token with the plain run of the same prompt.
 
-Per configuration, overall and per prompt category: decode tokens/s (median over the repeats, with min and
-max; a repeat's figure is the tokens after the first over the time after the first, summed over its
-prompts), prompt-processing tokens/s, time to first token, acceptance rate, mean accepted tokens per round,
+Per configuration, overall and per prompt category: decode tokens/s (tokens after the first over the time
+after the first, taking for each prompt the median time over the repeats; the spread takes each prompt's
+slowest and fastest repeat instead), prompt-processing tokens/s, time to first token, acceptance rate, mean accepted tokens per round,
 speed-up vs off, whether the output was token-identical to the plain run (else the first differing position
 and both continuations), and a profile: milliseconds per generated token in the draft, in the target, and
 in the rest (Python).
@@ -193,6 +193,9 @@ class BenchOptions:
     gpu_layers: int = 0
     draft_gpu_layers: int = 0
     warmup: bool = True
+    # a run during which this process got much less CPU than usual (other programs took the cores) measured
+    # the machine, not the configuration: run it again, up to this many times
+    retry_contended: int = 2
 
     def validate(self) -> None:
         if self.draft is not None and self.prompt_lookup:
@@ -203,6 +206,8 @@ class BenchOptions:
             raise BenchError(f"max tokens must be between 1 and 65536, got {self.max_tokens}")
         if self.threads is not None and not (1 <= self.threads <= 512):
             raise BenchError(f"threads must be between 1 and 512, got {self.threads}")
+        if not (0 <= self.retry_contended <= 10):
+            raise BenchError(f"retries must be between 0 and 10, got {self.retry_contended}")
         if self.prompts is not None and not self.prompts:
             raise BenchError("the prompt set is empty")
         sweep_configs(self.draft_max, self.adaptive, self.adaptive_cap)
@@ -311,9 +316,9 @@ class ConfigSummary:
     adaptive: bool
     n_prompts: int
     repeats: int
-    decode_tps: float  # median over repeats
-    decode_tps_min: float
-    decode_tps_max: float
+    decode_tps: float  # tokens / sum over prompts of the median time over repeats
+    decode_tps_min: float  # ... of the slowest repeat of each prompt
+    decode_tps_max: float  # ... of the fastest repeat of each prompt
     prompt_tps: float  # median over runs
     ttft_ms: float  # median over runs
     acceptance_rate: float
@@ -344,22 +349,26 @@ def summarize(configs: Sequence[BenchConfig], runs: Sequence[RunRecord]) -> list
             rs = [r for r in runs if r.config == cfg.name and (cat == ALL or r.category == cat)]
             if not rs:
                 continue
-            per_repeat: list[float] = []
-            for rep in sorted({r.repeat for r in rs}):
-                rr = [r for r in rs if r.repeat == rep]
-                secs = sum(r.decode_seconds for r in rr)
-                toks = sum(max(r.generated_tokens - 1, 0) for r in rr)
-                if secs > 0:
-                    per_repeat.append(toks / secs)
-            tps = statistics.median(per_repeat) if per_repeat else 0.0
+            # per prompt: the median time over the repeats (and the fastest and slowest); the set's tok/s is
+            # its tokens over the sum of those times, so one stalled run does not drag the whole set down
+            by_prompt: dict[str, list[RunRecord]] = {}
+            for r in rs:
+                by_prompt.setdefault(r.prompt_id, []).append(r)
+            toks = sum(statistics.median([max(r.generated_tokens - 1, 0) for r in g]) for g in by_prompt.values())
+            t_med = sum(statistics.median([r.decode_seconds for r in g]) for g in by_prompt.values())
+            t_min = sum(min(r.decode_seconds for r in g) for g in by_prompt.values())
+            t_max = sum(max(r.decode_seconds for r in g) for g in by_prompt.values())
+            n_repeats = max(len(g) for g in by_prompt.values())
+            tps = toks / t_med if t_med > 0 else 0.0
             drafted = sum(r.drafted for r in rs)
             accepted = sum(r.accepted for r in rs)
             rounds = sum(r.rounds for r in rs)
             gen = sum(r.generated_tokens for r in rs)
-            dec = sum(r.decode_seconds for r in rs)
-            dsec = sum(r.draft_seconds for r in rs)
-            tsec = sum(r.target_seconds for r in rs)
-            per_tok = 1000.0 / max(gen - len(rs), 1)
+            # the profile like the speed: per prompt the median over the repeats
+            dsec = sum(statistics.median([r.draft_seconds for r in g]) for g in by_prompt.values())
+            tsec = sum(statistics.median([r.target_seconds for r in g]) for g in by_prompt.values())
+            dec = t_med
+            per_tok = 1000.0 / max(toks, 1)
             if cfg.name == OFF.name:
                 off_tps[cat] = tps
             base = off_tps.get(cat, 0.0)
@@ -371,10 +380,10 @@ def summarize(configs: Sequence[BenchConfig], runs: Sequence[RunRecord]) -> list
                     draft_max=cfg.draft_max,
                     adaptive=cfg.adaptive,
                     n_prompts=len({r.prompt_id for r in rs}),
-                    repeats=len(per_repeat),
+                    repeats=n_repeats,
                     decode_tps=tps,
-                    decode_tps_min=min(per_repeat) if per_repeat else 0.0,
-                    decode_tps_max=max(per_repeat) if per_repeat else 0.0,
+                    decode_tps_min=toks / t_max if t_max > 0 else 0.0,
+                    decode_tps_max=toks / t_min if t_min > 0 else 0.0,
                     prompt_tps=statistics.median([r.prompt_tps for r in rs]),
                     ttft_ms=statistics.median([r.ttft for r in rs]) * 1000.0,
                     acceptance_rate=accepted / drafted if drafted else 0.0,
@@ -402,6 +411,24 @@ class BenchReport:
     cancelled: bool = False
     summaries: list[ConfigSummary] = field(default_factory=list)
     autotune: dict[str, object] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BenchReport:
+        """A report back from `to_dict()` / a JSON file (summaries recomputed from the runs)."""
+        report = cls(
+            meta=dict(data.get("meta") or {}),
+            configs=[BenchConfig(**c) for c in data.get("configs", [])],
+            runs=[RunRecord(**r) for r in data.get("runs", [])],
+            divergences=[Divergence(**d) for d in data.get("divergences", [])],
+            cancelled=bool(data.get("cancelled", False)),
+            autotune=data.get("autotune"),
+        )
+        report.refresh()
+        return report
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> BenchReport:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def refresh(self) -> None:
         self.summaries = summarize(self.configs, self.runs)
@@ -545,6 +572,9 @@ class BenchReport:
                 f"note: this process got only {statistics.median(shares):.0%} of the CPU time it asked for: other "
                 "programs were busy, the numbers are noisy"
             )
+        retried = self.meta.get("retried_runs")
+        if retried:
+            lines.append(f"note: {retried} runs were measured again because other programs took the CPU meanwhile")
         for d in self.divergences[:10]:
             lines.append(
                 f"DIFFERENT: {d.config} on {d.prompt_id} (repeat {d.repeat + 1}) at token {d.position}: "
@@ -582,6 +612,13 @@ def _machine_info() -> dict[str, object]:
     except OSError:
         pass
     return info
+
+
+def _contended(share: float, earlier: Sequence[float]) -> bool:
+    """Did this run get much less CPU than the runs before it (relative, so a GPU run's low share is fine)?"""
+    if len(earlier) < 3:
+        return False
+    return share < 0.8 * statistics.median(earlier[-50:])
 
 
 def _prompt_tokens(engine, prompt: BenchPrompt) -> list[int]:
@@ -689,15 +726,25 @@ def run_benchmark(
 
         reference: dict[str, list[int]] = {}
         done = 0
+        retried = 0
+        shares: list[float] = []  # CPU share of the runs so far
         t0 = time.perf_counter()
         for rep in range(options.repeats):
             for p, toks in zip(prompts, tokenized, strict=True):
                 for cfg in configs:
                     if cancel.is_set():
                         break
-                    wall0, cpu0 = time.perf_counter(), time.process_time()
-                    res = one_run(cfg, toks, p.max_tokens or options.max_tokens)
-                    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                    for attempt in range(options.retry_contended + 1):
+                        wall0, cpu0 = time.perf_counter(), time.process_time()
+                        res = one_run(cfg, toks, p.max_tokens or options.max_tokens)
+                        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                        share = cpu / (wall * threads) if wall > 0 else 0.0
+                        if attempt == options.retry_contended or res.stats.stop_reason == "cancelled":
+                            break
+                        if not _contended(share, shares):
+                            break
+                        retried += 1
+                    shares.append(share)
                     st = res.stats
                     if st.stop_reason == "cancelled":
                         break
@@ -711,7 +758,7 @@ def run_benchmark(
                         drafted=st.drafted, accepted=st.accepted, rounds=st.rounds,
                         draft_seconds=st.draft_seconds, target_seconds=st.target_seconds,
                         stop_reason=st.stop_reason,
-                        cpu_share=cpu / (wall * threads) if wall > 0 else 0.0,
+                        cpu_share=share,
                     )  # fmt: skip
                     ref = reference.get(p.id)
                     if ref is None and cfg.name == OFF.name:
@@ -728,6 +775,7 @@ def run_benchmark(
                                     last_tps=rec.decode_tps)
         report.cancelled = cancel.is_set()
         report.meta["seconds"] = round(time.perf_counter() - t0, 2)
+        report.meta["retried_runs"] = retried
         try:
             report.meta["load_average_end"] = list(os.getloadavg())
         except OSError:

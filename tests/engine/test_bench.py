@@ -198,6 +198,34 @@ def test_cancel_stops_and_keeps_partial_results(tiny_target, tiny_draft):
     assert report.summary("off") is not None
 
 
+def test_a_run_that_lost_the_cpu_is_measured_again(tiny_target, tiny_draft, monkeypatch):
+    calls = []
+
+    def contended(share, earlier):
+        calls.append(share)
+        return len(calls) in (5, 6, 9)  # the 5th run twice, then the 8th once
+
+    monkeypatch.setattr(bench, "_contended", contended)
+    opts = BenchOptions(tiny_target, draft=tiny_draft, draft_max=(2,), adaptive=False, prompts=PROMPTS, repeats=2,
+                        max_tokens=8, threads=1, warmup=False)
+    report = run_benchmark(opts)
+    assert len(report.runs) == 2 * 2 * 2
+    assert report.meta["retried_runs"] == 3
+    assert "measured again" in report.format_table()
+    with pytest.raises(BenchError):
+        BenchOptions(tiny_target, retry_contended=-1).validate()
+
+
+def test_report_round_trips_through_json(tiny_target, tiny_draft, tmp_path):
+    opts = BenchOptions(tiny_target, draft=tiny_draft, draft_max=(3,), prompts=PROMPTS, repeats=1, max_tokens=8,
+                        threads=1, warmup=False)
+    report = run_benchmark(opts)
+    report.write_json(tmp_path / "r.json")
+    again = bench.BenchReport.load(tmp_path / "r.json")
+    assert again.summaries == report.summaries
+    assert again.format_table() == report.format_table()
+
+
 def test_prompt_lookup_bench(tiny_target):
     prompts = [BenchPrompt("r", "rewrite", "the value of data is the value of data is the value of", raw=True)]
     opts = BenchOptions(tiny_target, prompt_lookup=True, draft_max=(3,), prompts=prompts, repeats=1,
