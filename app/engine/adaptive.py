@@ -14,7 +14,8 @@ Both costs are tracked so that they follow a drop fast and a rise slowly: on a b
 measurements are often inflated by other programs, never deflated.
 
 A round with n guesses emits on average E(n) = 1 + α + … + α^n = (1 − α^(n+1)) / (1 − α) tokens and costs
-T(n) = n · draft + verify(n + 1); the controller picks the n in [0, max] with the highest E(n) / T(n).
+T(n) = n · draft + verify(n + 1); the controller picks the n in [0, max] with the highest E(n) / T(n) (the
+longest within 3 % of it: the optimum is flat, and fewer rounds mean less per-round overhead).
 n = 0 (no draft: a plain step) is allowed, so a useless draft switches itself off; every 16 plain steps
 one round drafts again, to notice when the text has become predictable.
 
@@ -22,7 +23,8 @@ one round drafts again, to notice when the text has become predictable.
 Each guessed position is recorded with that probability and whether the target accepted it; from these
 the controller learns, per probability band, how often guesses are accepted, and returns a cut-off: the
 lowest probability at which one more guess is still worth its cost (acceptance × value of a token >
-marginal cost). The speculative loop hands it to the draft model, which then stops drafting at the first
+marginal cost), never above 0.5 (stopping ends the whole draft, including the likely guesses after the
+unsure one). The speculative loop hands it to the draft model, which then stops drafting at the first
 guess below it.
 
 Only `n_max` (and the draft's early stop) changes: the target still verifies every token, so greedy output
