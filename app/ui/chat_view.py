@@ -356,9 +356,7 @@ class ChatView(QWidget):
             text = self.input.toPlainText()
         if not text.strip():
             return False
-        if not self._can_start():
-            return False
-        settings = self._settings()
+        settings = self._start_settings()
         if settings is None:
             return False
         try:
@@ -418,9 +416,7 @@ class ChatView(QWidget):
         cid = self._conversation_id
         if message is None or message.role != "user" or message.conversation_id != cid:
             return False
-        if not self._can_start():
-            return False
-        settings = self._settings()
+        settings = self._start_settings()
         if settings is None:
             return False
         try:
@@ -470,6 +466,10 @@ class ChatView(QWidget):
             self._show_notice("The engine is busy with another task; try again in a moment.")
             return False
         return True
+
+    def _start_settings(self) -> tuple[SamplingParams, int] | None:
+        """The request settings when a reply can start now (else None; the reason is shown)."""
+        return self._settings() if self._can_start() else None
 
     def _settings(self) -> tuple[SamplingParams, int] | None:
         try:
