@@ -4,4 +4,4 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-pytest_plugins = ["tests.fixtures_tiny", "tests.fixtures_real"]
+pytest_plugins = ["tests.fixtures_tiny", "tests.fixtures_real", "tests.fixtures_hub"]
