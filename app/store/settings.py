@@ -12,7 +12,8 @@ to that connection's thread. Values are stored as JSON, so anything ``json.dumps
   re-converted file (different size) starts fresh. Two different files with the same name and
   the same byte size would share settings; for split GGUF files the first part names the model.
 * **Pair presets** (a dict per target+draft pair, e.g. the benchmark's best ``draft_max``):
-  keyed by the two models' :func:`model_key`.
+  keyed by the two models' :func:`model_key`; a target with prompt lookup (no draft model) uses
+  :data:`PROMPT_LOOKUP_KEY` as its draft key.
 
 A stored value that no longer parses as JSON is treated as absent (its default applies).
 """
@@ -27,7 +28,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_APP_SETTINGS", "SettingsStore", "model_key"]
+__all__ = ["DEFAULT_APP_SETTINGS", "PROMPT_LOOKUP_KEY", "SettingsStore", "model_key"]
+
+#: The draft key of a target's pair preset with prompt lookup (no draft model; never a model_key: no colon).
+PROMPT_LOOKUP_KEY = "prompt-lookup"
 
 #: Defaults of the app settings; the UI may pass its own (merged over these) to ``SettingsStore``.
 DEFAULT_APP_SETTINGS: Mapping[str, Any] = {

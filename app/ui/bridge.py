@@ -6,6 +6,10 @@ GUI receives at most ~60 batches per second whatever the token rate. Every engin
 `error`/`failed` event with one readable line — never an exception in the GUI thread.
 
 Data flow: UI → command signal → worker slot → engine → event signal → UI.
+
+A benchmark (`EngineBridge.run_benchmark`) runs on the same worker thread with the loaded engine, so it and
+a reply can never run at the same time; the bridge also refuses to start one while the other is running
+(`busy`, `busy_reason`). Its progress reaches the GUI at most 10 times a second.
 """
 
 from __future__ import annotations
@@ -13,19 +17,23 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from app.engine import bench
 from app.engine.chat_template import Message
-from app.engine.llama_backend import EngineError, LoadCancelled
+from app.engine.llama_backend import EngineError, LoadCancelled, default_threads
 from app.engine.sampling import SamplingParams
 from app.engine.session import ChatSession, Engine, IncompatibleDraft, ModelSettings
 from app.engine.speculative import Piece, RoundInfo, SpecSettings
 
-__all__ = ["GenerateRequest", "EngineWorker", "EngineBridge", "FRAME_SECONDS"]
+__all__ = ["GenerateRequest", "BenchRequest", "EngineWorker", "EngineBridge", "FRAME_SECONDS",
+           "BENCH_PROGRESS_SECONDS", "BENCHMARK_BUSY"]
 
 FRAME_SECONDS = 1.0 / 60.0  # coalescing window for streamed text
+BENCH_PROGRESS_SECONDS = 0.1  # benchmark progress: at most 10 updates a second
+BENCHMARK_BUSY = "A benchmark is running (Tools → Benchmark…): chat resumes when it finishes or is cancelled."
 
 
 @dataclass
@@ -35,6 +43,24 @@ class GenerateRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int = 512
     stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchRequest:
+    """A benchmark of the loaded target (see app.engine.bench), run by the worker with its engine.
+
+    `options` describes the sweep (prompts, draft lengths, repeats, max tokens); the models, threads and
+    context come from the loaded engine. `source`: None benchmarks the engine's current speculation;
+    "prompt-lookup" or "draft-model" (with `draft`, the draft to load) sets that source up for the
+    benchmark when speculation is off, and switches it off again afterwards. `autotune`: "quick" or
+    "thorough" runs that mode's sweep (bench.autotune_options) and sets the report's preset.
+    """
+
+    options: bench.BenchOptions
+    autotune: str | None = None
+    source: str | None = None
+    draft: ModelSettings | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 def _message(e: BaseException) -> str:
@@ -58,6 +84,9 @@ class EngineWorker(QObject):
     finished = Signal(int, object)  # request id, GenerationResult
     failed = Signal(int, str)  # request id, message
     liveStats = Signal(int, float, int, int)  # request id, decode tok/s so far, accepted, drafted (≤ 4 Hz)
+    benchProgress = Signal(object)  # bench.BenchProgress (≤ 10 Hz; every change of phase)
+    benchFinished = Signal(object)  # bench.BenchReport (.cancelled when cancelled; .autotune set by an auto-tune)
+    benchFailed = Signal(str)  # one readable line
     error = Signal(str)  # anything else that went wrong
 
     def __init__(self) -> None:
@@ -193,6 +222,80 @@ class EngineWorker(QObject):
             self.pieces.emit(request_id, list(buffer))
         self.finished.emit(request_id, result)
 
+    def _speculation(self) -> str:
+        proposer = self.engine.proposer
+        return "off" if proposer is None else str(getattr(proposer, "name", "draft-model"))
+
+    @Slot(object)
+    def run_benchmark(self, request: BenchRequest) -> None:
+        """Benchmark with the loaded models; the engine's speculation is as before afterwards."""
+        engine = self.engine
+        temporary = False
+        if request.cancel.is_set():  # cancelled (or shutting down) before it started: nothing measured
+            self.benchFinished.emit(bench.BenchReport(meta={}, configs=[], cancelled=True))
+            return
+        try:
+            if not engine.loaded:
+                raise bench.BenchError("load a target model first")
+            current = self._speculation()
+            if request.source is not None and request.source != current:
+                if current != "off":
+                    raise bench.BenchError(f"speculation is already on ({current}): benchmark that, or turn it off")
+                if request.source == "prompt-lookup":
+                    engine.use_prompt_lookup()
+                elif request.source == "draft-model":
+                    if request.draft is None:
+                        raise bench.BenchError("choose a draft model to benchmark")
+                    engine.load_draft(request.draft)
+                else:
+                    raise bench.BenchError(f"unknown speculation source {request.source!r}")
+                temporary = True
+                current = request.source
+            if request.autotune and current == "off":
+                raise bench.BenchError("auto-tune needs speculation: choose prompt lookup or a draft model")
+            target = engine.target
+            options = replace(
+                request.options, model=target.settings.path,
+                draft=engine.draft_info.path if current == "draft-model" and engine.draft_info else None,
+                prompt_lookup=current == "prompt-lookup",
+                threads=target.settings.n_threads or default_threads(), n_ctx=target.ctx.n_ctx,
+                gpu_layers=target.settings.n_gpu_layers,
+            )  # fmt: skip
+            if request.autotune:
+                options = bench.autotune_options(options, request.autotune)
+            report = bench.run_benchmark(options, progress=self._bench_progress(), cancel=request.cancel,
+                                         engine=engine)
+            if request.autotune and report.runs and not report.cancelled:
+                try:
+                    report.autotune = bench.preset_from_report(report, request.autotune)
+                except bench.BenchError as e:
+                    report.meta["autotune_error"] = str(e)
+        except BaseException as e:  # noqa: BLE001 - reported, never raised into Qt
+            if not isinstance(e, (EngineError, ValueError)):
+                traceback.print_exc()
+            self.benchFailed.emit(_message(e))
+            return
+        finally:
+            try:
+                if engine.loaded:
+                    engine.reset_cache()  # the chat's cached prefix is gone: start it from empty caches
+                if temporary:
+                    engine.disable_speculation()
+            except BaseException:  # noqa: BLE001 - cleaning up; the result was reported already
+                traceback.print_exc()
+        self.benchFinished.emit(report)
+
+    def _bench_progress(self):
+        last = {"time": 0.0, "phase": ""}
+
+        def cb(p: bench.BenchProgress) -> None:
+            now = time.monotonic()
+            if p.phase != last["phase"] or now - last["time"] >= BENCH_PROGRESS_SECONDS:
+                last["time"], last["phase"] = now, p.phase
+                self.benchProgress.emit(p)
+
+        return cb
+
     @Slot()
     def shutdown(self) -> None:
         """Free the models (runs in the worker thread, before it stops)."""
@@ -210,6 +313,7 @@ class EngineBridge(QObject):
     _setSpec = Signal(object)
     _unload = Signal()
     _generate = Signal(int, object)
+    _runBenchmark = Signal(object)
     _shutdown = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -226,11 +330,15 @@ class EngineBridge(QObject):
         self._setSpec.connect(self.worker.set_spec)
         self._unload.connect(self.worker.unload)
         self._generate.connect(self.worker.generate)
+        self._runBenchmark.connect(self.worker.run_benchmark)
         self._shutdown.connect(self.worker.shutdown)
         self._next_id = 0
-        self.busy = False
+        self.generating = False
+        self._bench: BenchRequest | None = None
         self.worker.finished.connect(self._done)
         self.worker.failed.connect(self._done)
+        self.worker.benchFinished.connect(self._bench_done)
+        self.worker.benchFailed.connect(self._bench_done)
         self.thread.start()
 
     # events, re-exported for convenience
@@ -256,11 +364,45 @@ class EngineBridge(QObject):
     def unload(self) -> None:
         self._unload.emit()
 
+    @property
+    def benchmarking(self) -> bool:
+        return self._bench is not None
+
+    @property
+    def busy(self) -> bool:
+        """A reply or a benchmark is running: the engine takes nothing else meanwhile."""
+        return self.generating or self.benchmarking
+
+    @property
+    def busy_reason(self) -> str:
+        if self.benchmarking:
+            return BENCHMARK_BUSY
+        if self.generating:
+            return "A reply is being generated: wait for it or stop it."
+        return ""
+
     def generate(self, request: GenerateRequest) -> int:
         self._next_id += 1
-        self.busy = True
+        self.generating = True
         self._generate.emit(self._next_id, request)
         return self._next_id
+
+    def run_benchmark(self, options: bench.BenchOptions, autotune: str | None = None, *,
+                      source: str | None = None, draft: ModelSettings | None = None) -> bool:
+        """Start a benchmark on the worker (see BenchRequest); False (nothing started) while the engine is busy.
+
+        Events: `benchProgress`, then `benchFinished` (the report) or `benchFailed` (a message).
+        """
+        if self.busy or not self.thread.isRunning():
+            return False
+        self._bench = BenchRequest(options, autotune, source, draft)
+        self._runBenchmark.emit(self._bench)
+        return True
+
+    def cancel_benchmark(self) -> None:
+        """Stop the running benchmark within one decoding round (thread-safe); it still reports its results."""
+        if self._bench is not None:
+            self._bench.cancel.set()
 
     def stop(self) -> None:
         """Stop the running reply (thread-safe, returns at once; the reply ends within one round)."""
@@ -272,7 +414,10 @@ class EngineBridge(QObject):
             self.worker.cancel_load()
 
     def _done(self, *_args: object) -> None:
-        self.busy = False
+        self.generating = False
+
+    def _bench_done(self, *_args: object) -> None:
+        self._bench = None
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         """Stop generation, free the models in the worker thread, stop the thread. True if it stopped."""
@@ -280,6 +425,7 @@ class EngineBridge(QObject):
             return True
         self.worker.cancel_generation()
         self.worker.cancel_load()
+        self.cancel_benchmark()
         self._shutdown.emit()
         self.thread.quit()
         return self.thread.wait(timeout_ms)

@@ -463,7 +463,7 @@ class ChatView(QWidget):
             self.statusMessage.emit(NO_MODEL_HINT)
             return False
         if self.bridge.busy:
-            self._show_notice("The engine is busy with another task; try again in a moment.")
+            self._show_notice(self.bridge.busy_reason or "The engine is busy; try again in a moment.")
             return False
         return True
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -47,6 +48,7 @@ class PanelValues:
     draft_path: str = ""
     draft_max: int = 5
     draft_min: int = 0
+    adaptive: bool = False  # choose the draft length each round, at most draft_max
     draft_p_min: float = 0.0
     draft_gpu_layers: int = 0
     temperature: float = 0.7
@@ -63,7 +65,7 @@ class PanelValues:
 
     def spec(self) -> SpecSettings:
         return SpecSettings(draft_max=self.draft_max, draft_min=min(self.draft_min, self.draft_max),
-                            draft_p_min=self.draft_p_min)
+                            draft_p_min=self.draft_p_min, adaptive=self.adaptive)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,7 +87,7 @@ class PanelValues:
     # the part that belongs to the model alone vs to the target+draft pair
     MODEL_KEYS = ("gpu_layers", "n_ctx", "threads", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
                   "seed", "max_tokens", "draft_source", "draft_path")
-    PAIR_KEYS = ("draft_max", "draft_min", "draft_p_min", "draft_gpu_layers")
+    PAIR_KEYS = ("draft_max", "draft_min", "draft_p_min", "draft_gpu_layers", "adaptive")
 
 
 @dataclass
@@ -201,6 +203,10 @@ class SettingsPanel(QScrollArea):
         self.draft_min.setRange(0, 32)
         self.draft_min.setToolTip("A shorter draft is dropped: not worth a verify batch")
         sform.addRow("Draft tokens (min)", self.draft_min)
+        self.adaptive = QCheckBox("Adaptive draft length")
+        self.adaptive.setToolTip("Choose the number of guesses each round (at most the max) from how many were "
+                                 "accepted lately and what drafting costs; the output stays the same")
+        sform.addRow(self.adaptive)
         self.draft_p_min = QDoubleSpinBox()
         self.draft_p_min.setRange(0.0, 0.99)
         self.draft_p_min.setSingleStep(0.05)
@@ -258,6 +264,7 @@ class SettingsPanel(QScrollArea):
         for w in (self.draft_p_min, self.temperature, self.top_p, self.min_p, self.repeat_penalty):
             w.valueChanged.connect(self._emit_changed)
         self.gpu_layers.valueChanged.connect(self._emit_changed)
+        self.adaptive.toggled.connect(self._emit_changed)
         self.draft_gpu_layers.valueChanged.connect(self._emit_changed)
         self.source.currentIndexChanged.connect(self._source_changed)
         self.draft_model.currentIndexChanged.connect(self._emit_changed)
@@ -287,6 +294,7 @@ class SettingsPanel(QScrollArea):
             draft_path=self.draft_model.currentData() or "",
             draft_max=self.draft_max.value(),
             draft_min=self.draft_min.value(),
+            adaptive=self.adaptive.isChecked(),
             draft_p_min=round(self.draft_p_min.value(), 4),
             draft_gpu_layers=self.draft_gpu_layers.value(),
             temperature=round(self.temperature.value(), 4),
@@ -312,6 +320,7 @@ class SettingsPanel(QScrollArea):
                 self.draft_model.setCurrentIndex(j)
             self.draft_max.setValue(v.draft_max)
             self.draft_min.setValue(v.draft_min)
+            self.adaptive.setChecked(v.adaptive)
             self.draft_p_min.setValue(v.draft_p_min)
             self.draft_gpu_layers.set_value(v.draft_gpu_layers)
             self.temperature.setValue(v.temperature)
@@ -387,7 +396,7 @@ class SettingsPanel(QScrollArea):
         self.draft_model.setEnabled(model_mode)
         self.draft_gpu_layers.setEnabled(model_mode)
         self.draft_p_min.setEnabled(model_mode)
-        for w in (self.draft_max, self.draft_min):
+        for w in (self.draft_max, self.draft_min, self.adaptive):
             w.setEnabled(src != "off")
 
     def _emit_changed(self, *_args: object) -> None:

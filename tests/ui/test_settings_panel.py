@@ -20,11 +20,13 @@ def test_values_round_trip_and_stored_values_are_sanitised(qtbot):
     qtbot.addWidget(panel)
     panel.set_target("tiny", n_layers=4)
     v = PanelValues(gpu_layers=2, n_ctx=8192, threads=1, draft_source="prompt-lookup", draft_max=8, draft_min=2,
-                    temperature=0.0, top_k=0, seed=42, max_tokens=77)
+                    adaptive=True, temperature=0.0, top_k=0, seed=42, max_tokens=77)
     panel.set_values(v)
     got = panel.values()
     assert (got.gpu_layers, got.n_ctx, got.draft_source, got.draft_max, got.draft_min, got.seed, got.max_tokens) == (
         2, 8192, "prompt-lookup", 8, 2, 42, 77)
+    assert got.adaptive and panel.adaptive.isEnabled() and got.spec().adaptive
+    assert "adaptive" in PanelValues.PAIR_KEYS  # remembered per target+draft pair, like the draft lengths
     sampling, max_tokens = panel.request_settings()
     assert sampling.greedy and sampling.seed == 42 and max_tokens == 77
     # stored settings from an older/corrupt file: wrong types are ignored, not crashing
