@@ -6,6 +6,7 @@ It wires widgets to the worker bridge and the stores; it computes nothing heavy 
 from __future__ import annotations
 
 import base64
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QStackedWidget,
+    QTabWidget,
     QWidget,
 )
 
@@ -31,11 +33,16 @@ from app.engine.llama_backend import backend_info, default_threads
 from app.engine.memory import ModelLoad, estimate_load
 from app.engine.session import ModelSettings
 from app.hardware import monitor
+from app.library.credentials import TokenStore
 from app.library.local import LocalLibrary, LocalModel
 from app.store.chats import ChatStore
-from app.store.settings import SettingsStore, model_key
+from app.store.db import default_data_dir
+from app.store.settings import PROMPT_LOOKUP_KEY, SettingsStore, model_key
+from app.ui.benchmark_dialog import BenchmarkDialog, BenchTarget, apply_preset, summary_line
 from app.ui.bridge import EngineBridge
 from app.ui.chat_view import ChatView
+from app.ui.discover_view import DiscoverView
+from app.ui.download_bridge import DownloadBridge
 from app.ui.model_browser import ModelBrowser
 from app.ui.onboarding import OnboardingPage
 from app.ui.resource_monitor import ResourceMonitor
@@ -75,6 +82,16 @@ class MainWindow(QMainWindow):
 
         # -- widgets --------------------------------------------------------------------------------
         self.browser = ModelBrowser(library)
+        # the Hub: searches and downloads (downloads land in Tandem's own models folder and resume next start)
+        data_dir = default_data_dir()
+        self.token_store = TokenStore(data_dir)
+        endpoint = os.environ.get("HF_ENDPOINT") or None
+        self.downloads = DownloadBridge(self.library_default_folder(), data_dir / "downloads",
+                                        token=self.token_store.get, endpoint=endpoint, parent=self)  # fmt: skip
+        self.discover = DiscoverView(self.downloads, self.token_store, library, endpoint=endpoint)
+        self.left_tabs = QTabWidget()
+        self.left_tabs.addTab(self.browser, "Library")
+        self.left_tabs.addTab(self.discover, "Discover")
         self.panel = SettingsPanel()
         self.chat = ChatView(chats, self.bridge, self.panel.request_settings)
         self.onboarding = OnboardingPage()
@@ -83,7 +100,7 @@ class MainWindow(QMainWindow):
         self.centre.addWidget(self.onboarding)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.browser)
+        self.splitter.addWidget(self.left_tabs)
         self.splitter.addWidget(self.centre)
         self.splitter.addWidget(self.panel)
         self.splitter.setStretchFactor(0, 3)
@@ -145,11 +162,17 @@ class MainWindow(QMainWindow):
         self.panel_action.toggled.connect(self.panel.setVisible)
         view.addAction(self.panel_action)
         self.browser_action = QAction("Model browser", self, checkable=True, checked=True)
-        self.browser_action.toggled.connect(self.browser.setVisible)
+        self.browser_action.toggled.connect(self.left_tabs.setVisible)
         view.addAction(self.browser_action)
         self.highlight_action = QAction("Visualize accepted draft tokens", self, checkable=True)
         self.highlight_action.toggled.connect(self._toggle_highlight)
         view.addAction(self.highlight_action)
+        tools = menu.addMenu("&Tools")
+        self.benchmark_action = QAction("&Benchmark…", self, enabled=False)
+        self.benchmark_action.setToolTip("Measure speculation for the loaded model on this machine; auto-tune it")
+        self.benchmark_action.triggered.connect(self.open_benchmark)
+        tools.addAction(self.benchmark_action)
+        self.benchmark_dialog: BenchmarkDialog | None = None
 
     def _connect(self) -> None:
         ev = self.bridge.events
@@ -161,10 +184,15 @@ class MainWindow(QMainWindow):
         # worker thread (PySide connects receiver-less callables directly)
         ev.liveStats.connect(self._on_live_stats)
         ev.error.connect(self._on_engine_error)
+        for event in (ev.loaded, ev.loadFailed, ev.unloaded):
+            event.connect(self._update_benchmark_action)
         self.load_cancel.clicked.connect(self.bridge.cancel_load)
         self.browser.loadRequested.connect(self.load_model)
         self.browser.useAsDraftRequested.connect(self.use_as_draft)
         self.browser.foldersChanged.connect(self._folders_changed)
+        self.discover.loadRequested.connect(self._load_downloaded)
+        self.discover.useAsDraftRequested.connect(self._use_downloaded_as_draft)
+        self.discover.libraryChanged.connect(self.browser.refresh)
         self.panel.changed.connect(self._panel_changed)
         self.panel.loadRequested.connect(lambda: self.target and self.load_model(self.target))
         self.panel.applyDraftRequested.connect(self.apply_speculation)
@@ -264,6 +292,7 @@ class MainWindow(QMainWindow):
             self.chat.set_model_ready(True)
             self.statusBar().showMessage(f"Loaded {info.display_name}", 5000)
             self.browser.set_target(self.target)
+            self.discover.set_target(self.target, info)
             self._refresh_draft_choices()
             self.bridge.set_spec(self.panel.values().spec())
             self.settings.set("last_model_path", str(self.target.path) if self.target else None)
@@ -303,6 +332,25 @@ class MainWindow(QMainWindow):
         self._apply_pair_settings()
 
     # -- speculation ---------------------------------------------------------------------------------
+    def _load_downloaded(self, path: object) -> None:
+        """Load a model the Discover tab downloaded (it is in the library folder now)."""
+        model = self.library.describe(Path(str(path)))
+        if model.error is not None:
+            self.show_message(f"cannot load {Path(str(path)).name}: {model.error}", error=True)
+            return
+        self.browser.refresh()
+        self.load_model(model)
+
+    def _use_downloaded_as_draft(self, model_or_path: object) -> None:
+        model = model_or_path if isinstance(model_or_path, LocalModel) else self.library.describe(Path(str(model_or_path)))
+        try:
+            self.library.scan()  # the new file joins the draft list (the scan is cached: instant for known files)
+        except Exception as e:  # a broken folder must not stop the user
+            self.show_message(f"could not rescan the library: {e}", error=True)
+        self._refresh_draft_choices()
+        self.browser.refresh()
+        self.use_as_draft(model)
+
     def use_as_draft(self, model: LocalModel) -> None:
         if self.target is None:
             self.show_message("Load a target model first, then choose its draft.", error=True)
@@ -355,6 +403,8 @@ class MainWindow(QMainWindow):
 
     def _pair_keys(self) -> tuple[str, str] | None:
         v = self.panel.values()
+        if self.target is not None and v.draft_source == "prompt-lookup":
+            return model_key(self.target.path), PROMPT_LOOKUP_KEY
         if self.target is None or not v.draft_path or not Path(v.draft_path).exists():
             return None
         return model_key(self.target.path), model_key(v.draft_path)
@@ -366,7 +416,8 @@ class MainWindow(QMainWindow):
         self.settings.set_model_settings(model_key(self.target.path), {k: data[k] for k in PanelValues.MODEL_KEYS})
         keys = self._pair_keys()
         if keys:
-            self.settings.set_pair_settings(*keys, {k: data[k] for k in PanelValues.PAIR_KEYS})
+            # update, not replace: the pair's preset also holds the benchmark's pick
+            self.settings.update_pair_settings(*keys, {k: data[k] for k in PanelValues.PAIR_KEYS})
 
     def _apply_pair_settings(self) -> None:
         keys = self._pair_keys()
@@ -427,6 +478,46 @@ class MainWindow(QMainWindow):
             apply_theme(QApplication.instance(), str(self.settings.get("theme", "system")))
             self.browser.set_folders(self.model_folders())
 
+    # -- benchmark (Tools → Benchmark…) ----------------------------------------------------------------
+    def _update_benchmark_action(self, *_args: object) -> None:
+        self.benchmark_action.setEnabled(self.target_info is not None)
+
+    def open_benchmark(self) -> BenchmarkDialog:
+        """The (non-modal) Benchmark dialog for the loaded target and its speculation source."""
+        if self.benchmark_dialog is None:
+            self.benchmark_dialog = BenchmarkDialog(self.bridge, self.settings, self._benchmark_target, self)
+            self.benchmark_dialog.runningChanged.connect(self._on_benchmark_running)
+            self.benchmark_dialog.presetApplied.connect(self._apply_benchmark_preset)
+        self.benchmark_dialog.show()
+        self.benchmark_dialog.raise_()
+        self.benchmark_dialog.activateWindow()
+        return self.benchmark_dialog
+
+    def _benchmark_target(self) -> BenchTarget | None:
+        if self.target is None or self.target_info is None:
+            return None
+        v = self.panel.values()
+        draft = None
+        if v.draft_path:
+            draft = ModelSettings(Path(v.draft_path), n_gpu_layers=v.draft_gpu_layers, n_ctx=v.n_ctx,
+                                  n_threads=v.threads or default_threads(leave_one_free=True))
+        return BenchTarget(Path(self.target.path), self.speculation, draft)
+
+    def _on_benchmark_running(self, running: bool) -> None:
+        # the bridge refuses replies meanwhile (chat shows the same reason when one is sent)
+        self.chat.show_notice(self.bridge.busy_reason if running else "The benchmark has ended: chat is available.")
+
+    def _apply_benchmark_preset(self, preset: dict) -> None:
+        if self.target is None or Path(str(preset.get("target"))) != Path(self.target.path):
+            self.show_message("The benchmarked model is no longer loaded: its preset is stored, not applied.")
+            return
+        before = self.panel.values()
+        self.panel.set_values(apply_preset(before, preset))
+        after = self.panel.values()
+        if after.draft_source != self.speculation or after.draft_path != before.draft_path:
+            self.apply_speculation()
+        self.show_message(f"Benchmark preset applied. {summary_line(preset)}")
+
     # -- messages -------------------------------------------------------------------------------------
     def show_message(self, text: str, error: bool = False) -> None:
         """Errors go to the status bar and the chat's notice line: readable, never a traceback."""
@@ -469,6 +560,7 @@ class MainWindow(QMainWindow):
             while self.chat.is_generating() and time.monotonic() < deadline:
                 QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
         self.chat.save_pending()
+        self.downloads.shutdown(timeout=5.0)  # partial files stay: the downloads resume at the next start
         self.bridge.shutdown()
         super().closeEvent(event)
 

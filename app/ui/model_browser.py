@@ -22,7 +22,6 @@ from PySide6.QtCore import (
     QModelIndex,
     QObject,
     QPersistentModelIndex,
-    QRunnable,
     QSortFilterProxyModel,
     Qt,
     QThreadPool,
@@ -52,6 +51,7 @@ from PySide6.QtWidgets import (
 
 from app.engine.compat import Verdict
 from app.library.local import LocalLibrary, LocalModel, format_parameters, format_size
+from app.ui.background import Relay, run_in_pool
 
 __all__ = ["COLUMNS", "LibraryTableModel", "ModelBrowser", "ModelFilterProxy"]
 
@@ -278,29 +278,6 @@ class ModelFilterProxy(QSortFilterProxyModel):
 # background jobs
 
 
-class _Relay(QObject):
-    """Carries a job's results from the worker thread to the GUI thread (queued signals)."""
-
-    progress = Signal(int, int, str)
-    done = Signal(object)
-    failed = Signal(str)
-
-
-class _Job(QRunnable):
-    def __init__(self, fn: Callable[[_Relay], object], relay: _Relay) -> None:
-        super().__init__()
-        self._fn = fn
-        self._relay = relay
-
-    def run(self) -> None:
-        try:
-            result = self._fn(self._relay)
-        except Exception as e:  # noqa: BLE001 - reported to the GUI, never raised in a worker
-            self._relay.failed.emit(f"{type(e).__name__}: {e}")
-        else:
-            self._relay.done.emit(result)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the widget
 
@@ -511,7 +488,7 @@ class ModelBrowser(QWidget):
         self.busy_label.setVisible(True)
         library = self.library
 
-        def work(relay: _Relay) -> list[LocalModel]:
+        def work(relay: Relay) -> list[LocalModel]:
             last = [0.0]
 
             def progress(done: int, total: int, path: Path) -> None:
@@ -677,19 +654,12 @@ class ModelBrowser(QWidget):
 
     def _start(
         self,
-        fn: Callable[[_Relay], object],
+        fn: Callable[[Relay], object],
         on_progress: Callable[[int, int, str], None] | None,
         on_done: Callable[[object], None],
         on_failed: Callable[[str], None],
     ) -> None:
-        relay = _Relay(self)  # lives in the GUI thread; deleted there once the job has reported
-        if on_progress is not None:
-            relay.progress.connect(on_progress)
-        relay.done.connect(on_done)
-        relay.failed.connect(on_failed)
-        relay.done.connect(relay.deleteLater)
-        relay.failed.connect(relay.deleteLater)
-        self._pool.start(_Job(fn, relay))
+        run_in_pool(self._pool, self, fn, on_done, on_failed, on_progress)
 
     @Slot(int, int, str)
     def _on_scan_progress(self, done: int, total: int, name: str) -> None:
@@ -736,7 +706,7 @@ class ModelBrowser(QWidget):
         self.busy.setVisible(True)
         library = self.library
 
-        def work(_relay: _Relay) -> tuple[int, dict[Path, Verdict]]:
+        def work(_relay: Relay) -> tuple[int, dict[Path, Verdict]]:
             return generation, {m.path: v for m, v in library.compatible_drafts(target)}
 
         self._start(work, None, self._on_compat_done, self._on_compat_failed)
