@@ -87,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     src = pg.add_mutually_exclusive_group()
     src.add_argument("--draft", "-md", help="draft model (GGUF, same tokenizer as the target)")
     src.add_argument("--prompt-lookup", action="store_true", help="draft from n-grams of the prompt (no 2nd model)")
-    pg.add_argument("--draft-max", type=_int_range(1, 32, "--draft-max"), default=5)
+    pg.add_argument("--draft-max", type=_int_range(1, 32, "--draft-max"), default=None,
+                    help="most guesses per round (default 5; 16 with --prompt-lookup, where the length is adaptive)")
+    pg.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
+                    help="choose the draft length each round from the recent acceptance "
+                         "(default: on with --prompt-lookup, off with --draft, as measured in docs/benchmarks.md)")
     pg.add_argument("--draft-min", type=_int_range(0, 32, "--draft-min"), default=0)
     pg.add_argument("--draft-p-min", type=_float_range(0.0, 0.999, "--draft-p-min"), default=0.0)
     pg.add_argument("--gpu-layers", "-ngl", type=_int_range(-1, 100000, "--gpu-layers"), default=0,
@@ -204,6 +208,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         prompt_text = args.prompt
     if not prompt_text.strip():
         raise _CliError("the prompt is empty", EXIT_USAGE)
+    if args.draft_max is None:
+        args.draft_max = 16 if args.prompt_lookup else 5
+    if args.adaptive is None:
+        args.adaptive = bool(args.prompt_lookup)
     if args.draft_min > args.draft_max:
         raise _CliError(f"--draft-min ({args.draft_min}) is larger than --draft-max ({args.draft_max})", EXIT_USAGE)
 
@@ -224,7 +232,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     try:
         engine.load_target(ModelSettings(Path(args.model), n_gpu_layers=args.gpu_layers, n_ctx=args.ctx,
                                          n_threads=args.threads))
-        engine.set_spec(SpecSettings(args.draft_max, args.draft_min, args.draft_p_min))
+        engine.set_spec(SpecSettings(args.draft_max, args.draft_min, args.draft_p_min, adaptive=args.adaptive))
         if args.draft:
             engine.load_draft(ModelSettings(Path(args.draft), n_gpu_layers=args.draft_gpu_layers,
                                             n_ctx=args.draft_ctx or args.ctx, n_threads=args.threads))

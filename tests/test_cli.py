@@ -77,6 +77,19 @@ def test_generate_streams_text_and_a_stats_line(tiny_target, tmp_path):
     assert "tok/s" in proc.stderr and "stop: max_tokens" in proc.stderr
 
 
+def test_prompt_lookup_adaptive_by_default_and_identical_either_way(tiny_target):
+    common = ["generate", "-m", str(tiny_target), "--raw", "--temperature", "0", "-n", "40", "--json", "-t", "2",
+              "-p", "one two three one two three one two"]
+    plain = json.loads(tandem(*common).stdout)
+    for extra in ([], ["--no-adaptive", "--draft-max", "4"], ["--adaptive", "--draft-max", "8"]):
+        proc = tandem(*common, "--prompt-lookup", *extra)
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        assert out["tokens"] == plain["tokens"], extra
+    bad = tandem(*common, "--prompt-lookup", "--draft-max", "2", "--draft-min", "3")
+    assert_one_line_error(bad, 2, "--draft-min (3) is larger than --draft-max (2)")
+
+
 @pytest.mark.parametrize(
     "content, needles",
     [

@@ -56,6 +56,10 @@ APP_DEFAULTS = {"highlight_draft_tokens": False, "model_folders": [], "theme": "
                 "threads": 0}
 
 
+# settings for prompt lookup on a target that has none remembered yet
+LOOKUP_DEFAULTS = {"adaptive": True, "draft_max": 16}
+
+
 class MainWindow(QMainWindow):
     def __init__(
         self,
@@ -76,6 +80,7 @@ class MainWindow(QMainWindow):
         self.target_info: ModelInfo | None = None
         self.speculation = "off"
         self._wanted_draft = ""
+        self._last_pair_keys: tuple[str, str] | None = None
         self.has_gpu_offload = bool(backend_info().get("gpu_offload"))
         # dialogs that tests replace: (title, text) -> bool
         self.confirm: Callable[[str, str], bool] = self._confirm_dialog
@@ -396,6 +401,9 @@ class MainWindow(QMainWindow):
 
     # -- settings ---------------------------------------------------------------------------------------
     def _panel_changed(self) -> None:
+        if self._pair_keys() != self._last_pair_keys:
+            # another draft (or prompt lookup) was chosen: its own remembered settings, not the last pair's
+            self._apply_pair_settings()
         if self.target_info is not None:
             self.bridge.set_spec(self.panel.values().spec())
         self._update_estimate()
@@ -421,9 +429,14 @@ class MainWindow(QMainWindow):
 
     def _apply_pair_settings(self) -> None:
         keys = self._pair_keys()
+        self._last_pair_keys = keys
         if not keys:
             return
         stored = self.settings.get_pair_settings(*keys)
+        if not stored and keys[1] == PROMPT_LOOKUP_KEY:
+            # measured (docs/benchmarks.md): lookup guesses cost only their verify rows, and the adaptive
+            # length (up to 16) beats every fixed length on the mixed prompt set; fixed lengths lose
+            stored = dict(LOOKUP_DEFAULTS)
         if stored:
             v = self.panel.values().to_dict()
             v.update({k: stored[k] for k in PanelValues.PAIR_KEYS if k in stored})

@@ -222,3 +222,28 @@ def test_quit_while_generating_stops_cleanly(qtbot, env):
     msgs = w.chats.get_messages(w.chats.list_conversations()[0].id)
     assert msgs[-1].role == "assistant" and msgs[-1].content
     assert msgs[-1].status in ("stopped", "complete")
+
+
+def test_each_draft_source_keeps_its_own_settings(qtbot, env):
+    w = open_window(qtbot, env)
+    load_tiny(qtbot, w)
+    draft = model_named(w, "tiny-draft")
+    w.panel.source.setCurrentIndex(w.panel.source.findData("draft-model"))
+    v = w.panel.values()
+    v.draft_path = str(draft.path)
+    w.panel.set_values(v)
+    w._panel_changed()
+    w.panel.draft_max.setValue(3)
+    w.panel.adaptive.setChecked(False)
+    w._save_model_settings()
+    # prompt lookup on this target has nothing remembered yet: its measured defaults, not the draft's values
+    w.panel.source.setCurrentIndex(w.panel.source.findData("prompt-lookup"))
+    assert w.panel.values().adaptive is True and w.panel.values().draft_max == 16
+    w.panel.draft_max.setValue(12)
+    w._save_model_settings()
+    # back to the draft model: its own settings come back, the lookup ones are kept for later
+    w.panel.source.setCurrentIndex(w.panel.source.findData("draft-model"))
+    assert w.panel.values().draft_max == 3 and w.panel.values().adaptive is False
+    w.panel.source.setCurrentIndex(w.panel.source.findData("prompt-lookup"))
+    assert w.panel.values().draft_max == 12 and w.panel.values().adaptive is True
+    close_window(qtbot, w)
