@@ -64,6 +64,10 @@ def _describe_error(e: Exception) -> str:
     return str(hub_error(e))
 
 
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _count(n: int) -> str:
     if n >= 1_000_000:
         return f"{n / 1_000_000:.1f}M"
@@ -237,7 +241,8 @@ class DiscoverView(QWidget):
 
     def set_target(self, target: LocalModel | None, info: ModelInfo | None = None) -> None:
         self._target, self._target_info = target, info
-        self.suggest_button.setText(f"Suggest drafts for {target.name}" if target else "Suggest drafts")
+        # the file name, as the Library tab shows it (general.name is often the same for every quantization)
+        self.suggest_button.setText(f"Suggest drafts for {target.file_name}" if target else "Suggest drafts")
         self._update_buttons()
 
     def client(self) -> HubClient:
@@ -286,8 +291,9 @@ class DiscoverView(QWidget):
         self._notes = {}
         self._show_repos(repos)
         query = self.search_edit.text().strip()
-        self.show_message(f"{len(repos)} GGUF repositories" + (f" for “{query}”" if query else "") if repos
-                          else f"No GGUF models found for “{query}”. Try fewer words.")  # fmt: skip
+        found = _plural(len(repos), "GGUF repository", "GGUF repositories")
+        found += f" for “{query}”" if query else ""
+        self.show_message(found if repos else f"No GGUF models found for “{query}”. Try fewer words.")
         self.searchFinished.emit(len(repos))
 
     @Slot(str)
@@ -304,8 +310,10 @@ class DiscoverView(QWidget):
         t.setRowCount(len(self._local_drafts) + len(repos))
         row = 0
         for m in self._local_drafts:
-            self._set_row(t, row, [m.name, format_billions((m.parameter_count or 0) / 1e9) if m.parameter_count else "",
-                                   "", "", "", "in your library · compatible"], key=f"local:{m.path}")  # fmt: skip
+            items = self._set_row(t, row, [m.file_name, format_billions((m.parameter_count or 0) / 1e9)
+                                           if m.parameter_count else "", "", "", "",
+                                           "in your library · compatible"], key=f"local:{m.path}")  # fmt: skip
+            items[0].setToolTip(str(m.path))
             row += 1
         for r in repos:
             name = ("🔒 " if r.gated else "") + r.repo_id
@@ -405,8 +413,8 @@ class DiscoverView(QWidget):
         repo = files.repo
         gated = " 🔒 Gated: accept its licence on the Hub, then set an access token." if repo.gated else ""
         if files.files:
-            self.files_label.setText(f"{repo.repo_id}: {len(files.files)} GGUF files, pinned to commit "
-                                     f"{files.revision[:10]}.{gated}")  # fmt: skip
+            count = _plural(len(files.files), "GGUF file", "GGUF files")
+            self.files_label.setText(f"{repo.repo_id}: {count}, pinned to commit {files.revision[:10]}.{gated}")
             self.file_table.selectRow(self._recommended_row(files, res))
         else:
             self.files_label.setText(f"{repo.repo_id} has no GGUF files.")
@@ -535,10 +543,11 @@ class DiscoverView(QWidget):
         self._show_repos([s.repo for s in hub])
         parts = []
         if local:
-            parts.append(f"{len(local)} compatible draft(s) already in your library (listed first)")
+            parts.append(f"{_plural(len(local), 'compatible draft', 'compatible drafts')} already in your library "
+                         "(listed first)")  # fmt: skip
         if hub:
-            parts.append(f"{len(hub)} candidate(s) on the Hub — a downloaded draft is checked against the target "
-                         "before it is offered")  # fmt: skip
+            parts.append(f"{_plural(len(hub), 'candidate', 'candidates')} on the Hub — a downloaded draft is "
+                         "checked against the target before it is offered")  # fmt: skip
         if hub_msg:
             parts.append(hub_msg)
         if not parts:

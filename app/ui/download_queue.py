@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -32,7 +32,7 @@ from app.library.downloads import (
     DownloadManager,
 )
 
-__all__ = ["DownloadQueue", "DownloadRow", "format_duration"]
+__all__ = ["DownloadQueue", "DownloadRow", "ElidedLabel", "format_duration"]
 
 STALL_SECONDS = 5.0
 
@@ -87,6 +87,39 @@ def describe(job: DownloadJob, now: float | None = None) -> str:
     return job.state
 
 
+class ElidedLabel(QLabel):
+    """A one-line label that shortens its text with "…" in the middle when it is too narrow, instead of
+    widening the row (long repository and file names would push the buttons out of sight). `full_text()` is
+    the whole text."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+    def set_full_text(self, text: str) -> None:
+        self._full = text
+        self._elide()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(self.fontMetrics().horizontalAdvance("……") * 2, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:
+        return QSize(self.fontMetrics().horizontalAdvance(self._full) + 4, super().sizeHint().height())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        text = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideMiddle, max(self.width(), 0))
+        if text != self.text():
+            self.setText(text)
+
+
 class DownloadRow(QFrame):
     """One download; the buttons shown depend on its state."""
 
@@ -100,9 +133,7 @@ class DownloadRow(QFrame):
         layout.setContentsMargins(6, 4, 6, 4)
         layout.setSpacing(2)
         top = QHBoxLayout()
-        self.title = QLabel()
-        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.title.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.title = ElidedLabel()
         top.addWidget(self.title, 1)
         self.pause_button = QPushButton("Pause")
         self.resume_button = QPushButton("Resume")
@@ -137,8 +168,8 @@ class DownloadRow(QFrame):
         label = f"{job.repo_id} · {job.name}"
         if job.purpose == "draft":
             label += " (draft)"
-        self.title.setText(label)
-        self.title.setToolTip(f"{job.repo_id}@{job.revision[:10]}\n→ {job.dest_dir}")
+        self.title.set_full_text(label)
+        self.title.setToolTip(f"{label}\n{job.repo_id}@{job.revision[:10]}\n→ {job.dest_dir}")
         self.bar.setValue(int(job.fraction * 1000) if job.state != DONE else 1000)
         self.bar.setEnabled(job.state in (DOWNLOADING, VERIFYING, DONE))
         self.status.setText(describe(job, now))
