@@ -195,6 +195,7 @@ class MainWindow(QMainWindow):
         self.browser.loadRequested.connect(self.load_model)
         self.browser.useAsDraftRequested.connect(self.use_as_draft)
         self.browser.foldersChanged.connect(self._folders_changed)
+        self.browser.scanFinished.connect(self._on_scan_finished)  # models found (or a download landed)
         self.discover.loadRequested.connect(self._load_downloaded)
         self.discover.useAsDraftRequested.connect(self._use_downloaded_as_draft)
         self.discover.libraryChanged.connect(self.browser.refresh)
@@ -240,6 +241,9 @@ class MainWindow(QMainWindow):
             self.extra_folders.append(path.parent)
         self.browser.set_folders(self.model_folders())
         QTimer.singleShot(0, self._update_centre)
+
+    def _on_scan_finished(self, _models: list) -> None:
+        self._update_centre()
 
     def _update_centre(self) -> None:
         has_models = bool(self.browser.models()) or self.target is not None

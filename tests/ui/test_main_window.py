@@ -190,6 +190,12 @@ def test_first_launch_without_models_shows_onboarding(qtbot, tmp_path, monkeypat
     close_window(qtbot, w)
 
 
+def test_chat_replaces_the_welcome_page_once_the_scan_finds_models(qtbot, env):
+    w = open_window(qtbot, env)  # waits until the background scan has listed the models
+    qtbot.waitUntil(lambda: w.centre.currentWidget() is w.chat, timeout=5000)
+    close_window(qtbot, w)
+
+
 def test_settings_are_remembered_per_model_and_reset(qtbot, env):
     w = open_window(qtbot, env)
     load_tiny(qtbot, w)
