@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_lookup:
                 add("lookup", "tandem_plain", side.generate(edit_text, args.n))
                 add("lookup", "tandem", side.generate(edit_text, args.n, lookup, 8))
+                # Tandem's default for prompt lookup: the adaptive length, up to 16
+                add("lookup", "tandem_adaptive", side.generate(edit_text, args.n, lookup, 16, adaptive=True))
                 for label, b in peers:
                     try:
                         add("lookup", label, spec_simple(b, target, None, edit_text, args.threads, args.n, 8,
@@ -317,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         for label, _ in peers:
             pairs.append((f"edit prompt: speculative-simple ngram-simple ({label}) vs Tandem prompt lookup",
                           "lookup", label, "lookup", "tandem", ""))
-        pairs.append(("edit prompt: Tandem plain vs Tandem prompt lookup", "lookup", "tandem_plain", "lookup", "tandem",
-                      "≥ 1.8"))
+        pairs.append(("edit prompt: Tandem plain vs Tandem prompt lookup, max 8", "lookup", "tandem_plain", "lookup",
+                      "tandem", "≥ 1.8"))
+        pairs.append(("edit prompt: Tandem plain vs Tandem prompt lookup, adaptive (cap 16, the default)", "lookup",
+                      "tandem_plain", "lookup", "tandem_adaptive", "≥ 1.8"))
     rows = [(name, tps(ka, a), tps(kb, b), best(ka, a), best(kb, b), goal) for name, ka, a, kb, b, goal in pairs]
     print()
     print("| measurement | reference tok/s (median / best) | Tandem tok/s (median / best) | ratio of medians | "

@@ -125,7 +125,7 @@ class Engine:
         self.proposer = DraftModelProposer(self._draft.ctx, p_min=self.spec.draft_p_min)
         return verdict
 
-    def use_prompt_lookup(self, ngram_max: int = 4, ngram_min: int = 1) -> None:
+    def use_prompt_lookup(self, ngram_max: int = 4, ngram_min: int = 2) -> None:
         self.disable_speculation()
         self.proposer = PromptLookupProposer(ngram_max=ngram_max, ngram_min=ngram_min)
 

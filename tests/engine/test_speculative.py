@@ -344,5 +344,11 @@ def test_prompt_lookup_finds_the_longest_recent_ngram():
     hist += [4, 5]
     assert pl.propose(hist, 2) == [9, 9]
     # a different history resets the index
-    assert pl.propose([7, 8, 7], 2) == [8, 7]
+    assert pl.propose([7, 8, 9, 7, 8], 2) == [9, 7]
     assert pl.propose([1, 2], 4) == []
+
+
+def test_prompt_lookup_ignores_one_token_matches_by_default():
+    hist = [7, 8, 9, 5, 7]  # only "7" recurs
+    assert PromptLookupProposer().propose(hist, 3) == []
+    assert PromptLookupProposer(ngram_min=1).propose(hist, 3) == [8, 9, 5]
