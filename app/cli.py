@@ -314,6 +314,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             print(f"\n[{result.stats.summary()}]", file=sys.stderr)
             if not result.tokens:
                 raise _CliError("smoke test failed: the model generated nothing")
+            _check_lazy_imports()
             return 0
         print(f"Chatting with {model_path.name}. Empty line or Ctrl-D to quit, Ctrl-C stops a reply.",
               file=sys.stderr)
@@ -403,6 +404,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print("tandem bench: cancelled (partial results)", file=sys.stderr)
         return 130
     return 0
+
+
+def _check_lazy_imports() -> None:
+    """What the app imports only when a feature is used (the Hub, downloads, the token keyring, benchmark
+    plots) must be there too: an installer or bundle that lacks one fails the smoke test, not the user."""
+    try:
+        import huggingface_hub.file_download  # noqa: F401  (http_get, used by downloads)
+        import matplotlib.backends.backend_agg  # noqa: F401
+
+        from app.library import credentials, downloads, hub  # noqa: F401
+
+        credentials._usable_keyring()  # backend discovery must not fail (None = no keyring: file fallback)
+        hub.HubClient(endpoint="http://127.0.0.1:9").api  # noqa: B018 - builds the client, no request
+    except Exception as e:  # noqa: BLE001
+        raise _CliError(f"smoke test failed: {type(e).__name__}: {e}") from None
+    print("[hub, downloads, keyring and plots: ok]", file=sys.stderr)
 
 
 def _cmd_gui(argv: Sequence[str]) -> int:
