@@ -39,8 +39,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from app.engine.memory import format_bytes
 from app.library.hub import HubError, HubFile, hub_error
+from app.library.local import format_size
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,16 @@ HASH_CHUNK = 4 * 1024 * 1024
 # progress, resumes and lets us stop only at chunk boundaries: 256 KiB makes progress smooth on slow lines,
 # pause/cancel prompt and a dropped connection lose at most that much.
 DOWNLOAD_CHUNK = 256 * 1024
+
+
+def _use_small_chunks() -> None:
+    """Once, when this module is imported (not per download: other code may set it too, e.g. tests)."""
+    from huggingface_hub import constants
+
+    constants.DOWNLOAD_CHUNK_SIZE = DOWNLOAD_CHUNK
+
+
+_use_small_chunks()
 
 
 class DownloadError(Exception):
@@ -496,11 +506,9 @@ class DownloadManager:
                     wake.clear()
 
     def _fetch(self, job_id: str, f: dict, part: Path, before: int, index: int) -> None:
-        from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
         from huggingface_hub.file_download import http_get
         from huggingface_hub.utils import build_hf_headers
-
-        constants.DOWNLOAD_CHUNK_SIZE = DOWNLOAD_CHUNK
 
         job = self._require(job_id)
         token = self._token() or False
@@ -576,7 +584,7 @@ class DownloadManager:
         if f["size"] is not None and size != f["size"]:
             part.unlink(missing_ok=True)
             raise DownloadError(
-                f"{f['filename']}: got {format_bytes(size)} instead of {format_bytes(f['size'])} — the partial file "
+                f"{f['filename']}: got {format_size(size)} instead of {format_size(f['size'])} — the partial file "
                 "was deleted; retry to download it again"
             )
         expected = f.get("sha256")
@@ -654,8 +662,8 @@ class DownloadManager:
         free = self._disk_free(self.staging_dir)
         if free < need_staging:
             raise DownloadError(
-                f"not enough disk space for {job.name}: it needs {format_bytes(remaining)} more, "
-                f"{format_bytes(free)} free on {self._mount_hint(self.staging_dir)} — free some space and retry"
+                f"not enough disk space for {job.name}: it needs {format_size(remaining)} more, "
+                f"{format_size(free)} free on {self._mount_hint(self.staging_dir)} — free some space and retry"
             )
         dest = Path(job.dest_dir)
         if not _same_device(dest, self.staging_dir):
@@ -663,7 +671,7 @@ class DownloadManager:
             if free_dest < job.total + DISK_MARGIN:
                 raise DownloadError(
                     f"not enough disk space in the models folder for {job.name}: it needs "
-                    f"{format_bytes(job.total)}, {format_bytes(free_dest)} free on {self._mount_hint(dest)}"
+                    f"{format_size(job.total)}, {format_size(free_dest)} free on {self._mount_hint(dest)}"
                 )
 
     @staticmethod

@@ -24,6 +24,7 @@ from datetime import datetime
 
 from app.engine.memory import format_bytes, rough_load_bytes
 from app.hardware.monitor import Resources
+from app.library.local import SPLIT_RE as _SPLIT_RE
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ __all__ = [
 # what the user can sort by → huggingface_hub's sort key (always descending)
 SORTS = {"downloads": "downloads", "likes": "likes", "recent": "last_modified", "trending": "trending_score"}
 
-_SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 _QUANT_RE = re.compile(
     r"(?<![A-Za-z0-9])("
     r"UD-[A-Z0-9_]+"  # unsloth dynamic quants: UD-Q4_K_XL

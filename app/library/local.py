@@ -61,6 +61,7 @@ __all__ = [
 CACHE_FILENAME = "library-cache.json"
 _CACHE_VERSION = 1
 _SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+SPLIT_RE = _SPLIT_RE  # "name-00001-of-00003.gguf": the Hub listing groups parts the same way
 
 #: ``progress(done, total, path)`` - called after each file of a scan, from the scanning thread.
 ScanProgress = Callable[[int, int, Path], object]

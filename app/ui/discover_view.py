@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.gguf_info import ModelInfo
-from app.engine.memory import format_bytes
 from app.hardware.monitor import Resources
 from app.library.credentials import TokenError, TokenStore, mask_token
 from app.library.downloads import DownloadError
@@ -46,7 +45,7 @@ from app.library.hub import (
     hub_error,
     parameter_billions,
 )
-from app.library.local import LocalLibrary, LocalModel
+from app.library.local import LocalLibrary, LocalModel, format_size
 from app.ui.background import Relay, run_in_pool
 from app.ui.download_bridge import DownloadBridge
 from app.ui.download_queue import DownloadQueue
@@ -398,7 +397,7 @@ class DiscoverView(QWidget):
         for row, f in enumerate(files.files):
             fit = fit_for_machine(f.size, res, self.n_ctx)
             quant = f.quant or ("projector" if f.is_projector else "?")
-            texts = [quant, f.display_name, format_bytes(f.size) if f.size else "?", self._fit_text(fit)]
+            texts = [quant, f.display_name, format_size(f.size) if f.size else "?", self._fit_text(fit)]
             for col, text in enumerate(texts):
                 item = _NumberItem(text) if col == 2 else QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole + 1, f.filename)
@@ -485,7 +484,7 @@ class DiscoverView(QWidget):
         except DownloadError as e:
             self.show_message(str(e), error=True)
             return False
-        self.show_message(f"Downloading {f.display_name} ({format_bytes(f.size) if f.size else 'size unknown'}).")
+        self.show_message(f"Downloading {f.display_name} ({format_size(f.size) if f.size else 'size unknown'}).")
         return True
 
     @Slot(object)
