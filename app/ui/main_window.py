@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         self.downloads = DownloadBridge(self.library_default_folder(), data_dir / "downloads",
                                         token=self.token_store.get, endpoint=endpoint, parent=self)  # fmt: skip
         self.discover = DiscoverView(self.downloads, self.token_store, library, endpoint=endpoint)
+        self.discover.n_ctx = int(self.settings.get("default_ctx", 4096) or 4096)  # for the fit badge
         self.left_tabs = QTabWidget()
         self.left_tabs.addTab(self.browser, "Library")
         self.left_tabs.addTab(self.discover, "Discover")
@@ -494,6 +495,7 @@ class MainWindow(QMainWindow):
         if dialog.exec():
             apply_theme(QApplication.instance(), str(self.settings.get("theme", "system")))
             self.browser.set_folders(self.model_folders())
+            self.discover.n_ctx = int(self.settings.get("default_ctx", 4096) or 4096)
 
     # -- benchmark (Tools → Benchmark…) ----------------------------------------------------------------
     def _update_benchmark_action(self, *_args: object) -> None:
