@@ -79,6 +79,21 @@ def wait_job(qtbot, view: DiscoverView, states=(DONE,), timeout=20000):
     return list(view.queue.rows.values())[-1]
 
 
+def download_and_load_target(qtbot, w: MainWindow) -> None:
+    """Search the 7B, download its Q4_K_M from the Discover tab and load it from the queue (1 thread)."""
+    view = w.discover
+    search(qtbot, view, "7B")
+    list_files(qtbot, view, REPO)
+    view.select_file("Q4_K_M")
+    assert not view.download_draft_button.isEnabled()  # no target loaded yet
+    view.download_button.click()
+    row = wait_job(qtbot, view)
+    w.settings.set_model_settings(model_key(Path(row.job.result_path)), {"threads": 1, "n_ctx": 2048})
+    with qtbot.waitSignal(w.bridge.events.loaded, timeout=30000):
+        row.load_button.click()
+    qtbot.waitUntil(view.download_draft_button.isEnabled, timeout=10000)
+
+
 def test_search_pick_quant_download_and_load(qtbot, env):
     w = open_window(qtbot, env)
     view = w.discover
@@ -109,18 +124,8 @@ def test_search_pick_quant_download_and_load(qtbot, env):
 def test_suggest_and_download_a_compatible_draft(qtbot, env):
     w = open_window(qtbot, env)
     view = w.discover
-    # the target is downloaded first, then loaded
-    search(qtbot, view, "7B")
-    list_files(qtbot, view, REPO)
-    view.select_file("Q4_K_M")
-    assert not view.download_draft_button.isEnabled()  # no target loaded yet
-    view.download_button.click()
-    row = wait_job(qtbot, view)
-    target_path = Path(row.job.result_path)
-    w.settings.set_model_settings(model_key(target_path), {"threads": 1, "n_ctx": 2048})
-    with qtbot.waitSignal(w.bridge.events.loaded, timeout=30000):
-        row.load_button.click()
-    qtbot.waitUntil(view.suggest_button.isEnabled, timeout=10000)
+    download_and_load_target(qtbot, w)  # the target is downloaded first, then loaded
+    assert view.suggest_button.isEnabled()
 
     with qtbot.waitSignal(view.suggestionsReady, timeout=10000):
         view.suggest_button.click()
@@ -150,15 +155,7 @@ def test_suggest_and_download_a_compatible_draft(qtbot, env):
 def test_incompatible_draft_is_not_offered_after_download(qtbot, env):
     w = open_window(qtbot, env)
     view = w.discover
-    search(qtbot, view, "7B")
-    list_files(qtbot, view, REPO)
-    view.select_file("Q4_K_M")
-    view.download_button.click()
-    row = wait_job(qtbot, view)
-    w.settings.set_model_settings(model_key(Path(row.job.result_path)), {"threads": 1, "n_ctx": 2048})
-    with qtbot.waitSignal(w.bridge.events.loaded, timeout=30000):
-        row.load_button.click()
-    qtbot.waitUntil(view.download_draft_button.isEnabled, timeout=10000)
+    download_and_load_target(qtbot, w)
     search(qtbot, view, "Other")
     list_files(qtbot, view, "Else/Tiny-0.2B-Other-GGUF")
     view.download_draft_button.click()
