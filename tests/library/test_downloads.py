@@ -40,6 +40,17 @@ def _wait_bytes(m: DownloadManager, job_id: str, n: int, timeout: float = 10.0) 
         time.sleep(0.01)
 
 
+def _held_download(hub, tmp_path: Path, after_bytes: int, written: int = 0):
+    """Start a download the server holds after `after_bytes`; wait until the client has written `written`."""
+    hold = hub.hold(REPO, NAME, after_bytes=after_bytes)
+    m = _manager(hub, tmp_path)
+    job = m.enqueue(_file(hub))
+    assert hold.reached.wait(10)
+    if written:
+        _wait_bytes(m, job.id, written)
+    return m, job, hold
+
+
 def _file(hub, repo: str = REPO, name: str = NAME, token: str | None = None):
     listing = HubClient(endpoint=hub.url, token=token).files(repo)
     found = listing.find(name)
@@ -84,11 +95,7 @@ def test_interrupted_twice_resumes_and_ends_verified(hub, tmp_path: Path) -> Non
 
 def test_pause_resume_and_restart_continue_from_the_partial_file(hub, tmp_path: Path) -> None:
     hub.add_repo(REPO, {NAME: DATA})
-    hold = hub.hold(REPO, NAME, after_bytes=600_000)
-    m = _manager(hub, tmp_path)
-    job = m.enqueue(_file(hub))
-    assert hold.reached.wait(10)
-    _wait_bytes(m, job.id, 524_288)
+    m, job, hold = _held_download(hub, tmp_path, 600_000, written=524_288)
     m.pause(job.id)
     assert m.job(job.id).state == PAUSED  # at once, even while the connection is stalled
     hold.release()  # bytes arrive again: the download stops at the next chunk
@@ -113,11 +120,7 @@ def test_pause_resume_and_restart_continue_from_the_partial_file(hub, tmp_path: 
 
 def test_closing_the_app_mid_download_resumes_at_next_start(hub, tmp_path: Path) -> None:
     hub.add_repo(REPO, {NAME: DATA})
-    hold = hub.hold(REPO, NAME, after_bytes=800_000)
-    m = _manager(hub, tmp_path)
-    job = m.enqueue(_file(hub))
-    assert hold.reached.wait(10)
-    _wait_bytes(m, job.id, 524_288)
+    m, job, hold = _held_download(hub, tmp_path, 800_000, written=524_288)
     stopper = threading.Thread(target=m.shutdown)
     stopper.start()
     hold.release()
@@ -149,10 +152,7 @@ def test_corrupted_download_is_detected_and_not_added(hub, tmp_path: Path) -> No
 
 def test_cancel_removes_partial_files(hub, tmp_path: Path) -> None:
     hub.add_repo(REPO, {NAME: DATA})
-    hold = hub.hold(REPO, NAME, after_bytes=600_000)
-    m = _manager(hub, tmp_path)
-    job = m.enqueue(_file(hub))
-    assert hold.reached.wait(10)
+    m, job, hold = _held_download(hub, tmp_path, 600_000)
     assert m.partial_files(job.id)
     m.cancel(job.id)
     hold.release()
@@ -166,10 +166,7 @@ def test_cancel_removes_partial_files(hub, tmp_path: Path) -> None:
 
 def test_cancel_a_paused_download(hub, tmp_path: Path) -> None:
     hub.add_repo(REPO, {NAME: DATA})
-    hold = hub.hold(REPO, NAME, after_bytes=600_000)
-    m = _manager(hub, tmp_path)
-    job = m.enqueue(_file(hub))
-    assert hold.reached.wait(10)
+    m, job, hold = _held_download(hub, tmp_path, 600_000)
     m.pause(job.id)
     hold.release()
     assert m.wait(job.id).state == PAUSED
