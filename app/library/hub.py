@@ -123,8 +123,9 @@ def _is_connection_error(exc: BaseException) -> bool:
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        name = type(e).__name__
-        if name in {"ConnectError", "ConnectTimeout", "ConnectionError", "ReadTimeout", "NetworkError",
+        # by class name along the MRO (httpx/httpx2 ReadError and WriteError are NetworkErrors)
+        names = {c.__name__ for c in type(e).__mro__}
+        if names & {"ConnectError", "ConnectTimeout", "ConnectionError", "ReadTimeout", "NetworkError",
                     "TimeoutException", "RemoteProtocolError", "OfflineModeIsEnabled"}:  # fmt: skip
             return True
         if isinstance(e, ConnectionError | TimeoutError):

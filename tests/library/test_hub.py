@@ -172,3 +172,13 @@ def test_suggest_drafts_from_the_hub(hub) -> None:
 def test_token_is_not_in_repr() -> None:
     c = HubClient(token="hf_secretsecret123", endpoint="http://x")
     assert "hf_secret" not in repr(c)
+
+
+def test_a_reset_connection_counts_as_offline() -> None:
+    import httpx2
+
+    from app.library.hub import hub_error
+
+    assert hub_error(httpx2.ReadError("connection reset by peer")).kind == "offline"
+    assert hub_error(httpx2.ConnectError("refused")).kind == "offline"
+    assert hub_error(ValueError("odd")).kind == "error"
