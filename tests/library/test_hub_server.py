@@ -458,8 +458,10 @@ def test_offline_mode(
 def test_server_stopping_mid_download(
     hub: HubServer, gguf_repo, tmp_path: Path, small_chunks, sleeps
 ) -> None:
-    """The connection drops mid-body, http_get retries (1 s apart) 5 times against a dead server and then raises
-    httpx2.ConnectError straight out of hf_hub_download; the partial file is deleted."""
+    """The connection drops mid-body. If the client sees the close as an incomplete body (RemoteProtocolError),
+    http_get retries (1 s apart) 5 times against the dead server and then raises httpx2.ConnectError; if the
+    socket was reset under it (ReadError, which http_get does not retry — it depends on timing), that comes
+    out at once. Either way straight out of hf_hub_download, and the partial file is deleted."""
     hold = hub.hold(REPO, GGUF, after_bytes=5 * CHUNK)
     errors: list[BaseException] = []
 
@@ -476,7 +478,8 @@ def test_server_stopping_mid_download(
     hub.stop()
     assert time.monotonic() - start < 1
     worker.join(5)
-    assert [type(e) for e in errors] == [httpx2.ConnectError] and sleeps == [1] * 5
+    outcome = ([type(e) for e in errors], sleeps)
+    assert outcome in (([httpx2.ConnectError], [1] * 5), ([httpx2.ReadError], [])), outcome
     assert download_dir_files(tmp_path) == [f"{GGUF}.lock"]
 
 
