@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from app.engine.errors import error_message
+
 __all__ = [
     "BACKUP_COUNT",
     "MAX_BYTES",
@@ -31,7 +33,6 @@ __all__ = [
     "default_log_dir",
     "install",
     "install_into_gui",
-    "one_line",
     "show_crash_dialog",
     "uninstall",
 ]
@@ -50,14 +51,6 @@ def default_log_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_log_dir("tandem", appauthor=False))
-
-
-def one_line(exc: BaseException) -> str:
-    """``ValueError: bad thing`` — the first line of the message, or the type alone."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    name = type(exc).__name__
-    return f"{name}: {first}" if first else name
 
 
 class CrashHandler:
@@ -131,7 +124,7 @@ class CrashHandler:
         if getattr(self._busy, "active", False):  # raised while a report is shown: log it, no dialog
             try:
                 details = "".join(traceback.format_exception(exc_type, exc, tb))
-                self._log(f"uncaught exception while reporting another: {one_line(exc)}\n{details.rstrip()}")
+                self._log(f"uncaught exception while reporting another: {error_message(exc)}\n{details.rstrip()}")
                 sys.__excepthook__(exc_type, exc, tb)
             except Exception:
                 pass
@@ -139,7 +132,7 @@ class CrashHandler:
         self._busy.active = True
         try:
             details = "".join(traceback.format_exception(exc_type, exc, tb))
-            message = one_line(exc)
+            message = error_message(exc)
             where = f" in thread {thread_name}" if thread_name else ""
             self._log(f"uncaught exception{where}: {message}\n{_environment()}\n{details.rstrip()}")
             if self.echo:
@@ -189,7 +182,7 @@ class CrashHandler:
         try:
             self.dialog(message, details, self.log_path)
         except Exception as e:
-            self._log(f"the crash dialog failed: {one_line(e)}")
+            self._log(f"the crash dialog failed: {error_message(e)}")
         finally:
             self._dialog_open = False
 

