@@ -30,6 +30,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import gguf
+
+from app.engine.errors import error_message
+from app.engine.split_names import model_stem, parse_split_name
+
 __all__ = [
     "GGML_TYPES",
     "GGUFError",
@@ -72,33 +77,21 @@ class GGMLType:
         return n_elements // self.block_size * self.type_size
 
 
-def _t(name: str, block_size: int, type_size: int) -> GGMLType:
-    return GGMLType(name, block_size, type_size)
-
-
-# ggml_type id -> layout (see ggml.h / ggml.c type traits)
+# ggml_type id -> layout, from the gguf package (ggml's type traits); ids it does not know are sized from
+# the gap to the next tensor when read
 GGML_TYPES: Mapping[int, GGMLType] = MappingProxyType({
-    0: _t("F32", 1, 4), 1: _t("F16", 1, 2), 2: _t("Q4_0", 32, 18), 3: _t("Q4_1", 32, 20),
-    6: _t("Q5_0", 32, 22), 7: _t("Q5_1", 32, 24), 8: _t("Q8_0", 32, 34), 9: _t("Q8_1", 32, 40),
-    10: _t("Q2_K", 256, 84), 11: _t("Q3_K", 256, 110), 12: _t("Q4_K", 256, 144), 13: _t("Q5_K", 256, 176),
-    14: _t("Q6_K", 256, 210), 15: _t("Q8_K", 256, 292), 16: _t("IQ2_XXS", 256, 66), 17: _t("IQ2_XS", 256, 74),
-    18: _t("IQ3_XXS", 256, 98), 19: _t("IQ1_S", 256, 50), 20: _t("IQ4_NL", 32, 18), 21: _t("IQ3_S", 256, 110),
-    22: _t("IQ2_S", 256, 82), 23: _t("IQ4_XS", 256, 136), 24: _t("I8", 1, 1), 25: _t("I16", 1, 2),
-    26: _t("I32", 1, 4), 27: _t("I64", 1, 8), 28: _t("F64", 1, 8), 29: _t("IQ1_M", 256, 56),
-    30: _t("BF16", 1, 2), 34: _t("TQ1_0", 256, 54), 35: _t("TQ2_0", 256, 66), 39: _t("MXFP4", 32, 17),
-    40: _t("NVFP4", 64, 36), 41: _t("Q1_0", 128, 18),
-})  # fmt: skip
+    int(qtype): GGMLType(qtype.name, block_size, type_size)
+    for qtype, (block_size, type_size) in gguf.GGML_QUANT_SIZES.items()
+})
 
-# general.file_type (enum llama_ftype) -> the name people use for the quantization
+# general.file_type (enum llama_ftype) -> the name people use for the quantization: the gguf package's
+# LlamaFileType names without their MOSTLY_ / ALL_ prefix
 _FILE_TYPES: Mapping[int, str] = MappingProxyType({
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 4: "Q4_1_SOME_F16", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
-    10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
-    17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS",
-    24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS",
-    31: "IQ1_M", 32: "BF16", 33: "Q4_0_4_4", 34: "Q4_0_4_8", 35: "Q4_0_8_8", 36: "TQ1_0", 37: "TQ2_0",
-    38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0",
-})  # fmt: skip
-_FTYPE_GUESSED = 1024  # llama.cpp ORs this flag in when it had to guess the file type
+    int(ftype): ftype.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    for ftype in gguf.LlamaFileType
+    if ftype is not gguf.LlamaFileType.GUESSED
+})
+_FTYPE_GUESSED = int(gguf.LlamaFileType.GUESSED)  # llama.cpp ORs this flag in when it had to guess
 
 
 def file_type_name(file_type: int) -> str | None:
@@ -457,7 +450,7 @@ def _parse_file(path: Path, part: int = 0, want_tokens: bool = False) -> _Part:
     except (ValueError, IndexError, struct.error, OverflowError, MemoryError) as e:
         # a safety net: every length is checked before use, so this means a file changed while being read
         # or a case the checks above do not foresee
-        raise GGUFError(f"corrupt GGUF file: {path} ({type(e).__name__}: {e})") from None
+        raise GGUFError(f"corrupt GGUF file: {path} ({error_message(e)})") from None
 
 
 def _parse_buffer(buf: Any, size: int, path: Path, part: int, want_tokens: bool) -> _Part:
@@ -572,21 +565,14 @@ def _read_tokens(path: str, size: int, mtime_ns: int) -> tuple[bytes, ...]:
 # splits and the ModelInfo
 
 
-_SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
-
-
 def _split_paths(path: Path) -> tuple[Path, ...]:
-    m = _SPLIT_RE.match(path.name)
-    if not m:
+    split = parse_split_name(path.name)
+    if split is None:
         return (path,)
-    count = int(m.group("count"))
-    if count < 1 or int(m.group("no")) < 1 or int(m.group("no")) > count:
-        return (path,)
-    prefix = m.group("prefix")
-    paths = tuple(path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1))
+    paths = tuple(path.with_name(name) for name in split.part_names)
     for i, p in enumerate(paths, start=1):
         if not p.exists():
-            raise GGUFError(f"split GGUF is incomplete: part {i} of {count} is missing ({p})")
+            raise GGUFError(f"split GGUF is incomplete: part {i} of {split.count} is missing ({p})")
     return paths
 
 
@@ -669,7 +655,7 @@ def inspect_gguf(path: str | os.PathLike[str]) -> ModelInfo:
             weights = Counter(t.type_name for t in tensors)
         quant = weights.most_common(1)[0][0] if weights else "unknown"
 
-    name = _str(kv, "general.name") or _base_stem(paths[0])
+    name = _str(kv, "general.name") or model_stem(paths[0].name)
     metadata = MappingProxyType({k: _plain(v) for k, v in kv.items()})
     return ModelInfo(
         path=paths[0],
@@ -702,7 +688,3 @@ def inspect_gguf(path: str | os.PathLike[str]) -> ModelInfo:
         tensors=tensors,
     )
 
-
-def _base_stem(path: Path) -> str:
-    m = _SPLIT_RE.match(path.name)
-    return m.group("prefix") if m else path.stem

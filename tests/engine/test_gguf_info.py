@@ -246,11 +246,13 @@ def test_quantization_names() -> None:
             assert file_type_name(int(ftype)) == expected, ftype
 
 
-def test_ggml_type_table_matches_gguf_package() -> None:
-    for qtype, (block, size) in gguf.GGML_QUANT_SIZES.items():
-        if int(qtype) in GGML_TYPES:
-            t = GGML_TYPES[int(qtype)]
-            assert (t.name, t.block_size, t.type_size) == (qtype.name, block, size), qtype
+def test_ggml_type_layouts() -> None:
+    layouts = {i: (t.name, t.block_size, t.type_size) for i, t in GGML_TYPES.items()}
+    assert layouts[0] == ("F32", 1, 4)
+    assert layouts[3] == ("Q4_1", 32, 20)
+    assert layouts[12] == ("Q4_K", 256, 144)
+    assert layouts[30] == ("BF16", 1, 2)
+    assert GGML_TYPES[12].nbytes(4096 * 256) == 4096 * 144
 
 
 def test_model_info_is_frozen_and_hashable(small_model: Path) -> None:
