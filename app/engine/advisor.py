@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from app.engine.compat import check_draft_compatibility
 from app.engine.gguf_info import ModelInfo
-from app.engine.memory import MemoryEstimate, format_bytes
+from app.engine.memory import MemoryEstimate
+from app.engine.units import format_memory
 
 __all__ = ["Advice", "advise"]
 
@@ -68,12 +69,12 @@ def advise(
                                      "Reinstall llama-cpp-python with CUDA/Metal (see README)."))
     if estimate is not None:
         if free_vram is not None and estimate.gpu_bytes > free_vram:
-            out.append(Advice("warning", f"Not enough VRAM: the plan needs {format_bytes(estimate.gpu_bytes)} on the "
-                                         f"GPU, {format_bytes(free_vram)} are free. Lower the GPU layers (of the "
+            out.append(Advice("warning", f"Not enough VRAM: the plan needs {format_memory(estimate.gpu_bytes)} on the "
+                                         f"GPU, {format_memory(free_vram)} are free. Lower the GPU layers (of the "
                                          "draft first keeps the draft fast only if the target fits) or the context."))
         if available_ram is not None and estimate.cpu_bytes > available_ram:
-            out.append(Advice("warning", f"Not enough RAM: the plan needs {format_bytes(estimate.cpu_bytes)}, "
-                                         f"{format_bytes(available_ram)} are available. Two models need memory "
+            out.append(Advice("warning", f"Not enough RAM: the plan needs {format_memory(estimate.cpu_bytes)}, "
+                                         f"{format_memory(available_ram)} are available. Two models need memory "
                                          "for both plus both KV caches — lower the context length."))
     if draft_source != "off" and max_tokens is not None and max_tokens < 32:
         out.append(Advice("info", "Short replies gain little from speculation: the prompt and the first token "

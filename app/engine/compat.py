@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.engine.gguf_info import GGUFError, ModelInfo
+from app.engine.units import format_bytes, format_count
 
 __all__ = [
     "MAX_VOCAB_SIZE_DIFFERENCE",
@@ -169,13 +170,6 @@ def check_draft_compatibility(target: ModelInfo, draft: ModelInfo) -> Verdict:
     return Verdict(True, f"compatible: same tokenizer ({target.tokenizer_model}, {sizes})")
 
 
-def _human_count(n: int) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return str(n)
-
-
 def draft_size_advice(target: ModelInfo, draft: ModelInfo) -> str | None:
     """A warning when the draft is too big to speed anything up, else None.
 
@@ -185,21 +179,16 @@ def draft_size_advice(target: ModelInfo, draft: ModelInfo) -> str | None:
     """
     t_bytes, d_bytes = max(target.file_size, 1), draft.file_size
     ratio = d_bytes / t_bytes
-    p_t, p_d = _human_count(target.parameter_count), _human_count(draft.parameter_count)
+    p_t, p_d = format_count(target.parameter_count), format_count(draft.parameter_count)
+    s_t, s_d = format_bytes(t_bytes), format_bytes(d_bytes)
     if ratio >= 1.0:
         return (
-            f"the draft ({p_d} parameters, {_gib(d_bytes)}) is not smaller than the target ({p_t}, "
-            f"{_gib(t_bytes)}): speculative decoding will be slower than the target alone"
+            f"the draft ({p_d} parameters, {s_d}) is not smaller than the target ({p_t}, {s_t}): "
+            "speculative decoding will be slower than the target alone"
         )
     if ratio > 0.5:
         return (
-            f"the draft ({p_d} parameters, {_gib(d_bytes)}) is {ratio:.0%} of the target's size ({p_t}, "
-            f"{_gib(t_bytes)}): expect little or no speed-up; a draft under a fifth of the target works best"
+            f"the draft ({p_d} parameters, {s_d}) is {ratio:.0%} of the target's size ({p_t}, {s_t}): "
+            "expect little or no speed-up; a draft under a fifth of the target works best"
         )
     return None
-
-
-def _gib(n: int) -> str:
-    if n >= 1 << 30:
-        return f"{n / (1 << 30):.1f} GiB"
-    return f"{n / (1 << 20):.0f} MiB"

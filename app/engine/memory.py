@@ -54,6 +54,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from app.engine.gguf_info import ModelInfo
+from app.engine.units import format_memory
 from app.hardware.monitor import Resources
 
 __all__ = [
@@ -66,7 +67,6 @@ __all__ = [
     "compute_working_bytes",
     "estimate_load",
     "estimate_model",
-    "format_bytes",
     "kv_cache_bytes",
     "rough_load_bytes",
 ]
@@ -84,20 +84,10 @@ CACHE_TYPE_BYTES: dict[str, float] = {
     "iq4_nl": 18 / 32,
 }
 
-GPU_CONTEXT_BYTES = 300 * 1024 * 1024  # CUDA context + cuBLAS workspace: an allowance, once per process
-VOCAB_BASE_BYTES = 12 * 1024 * 1024
-VOCAB_BYTES_PER_TOKEN = 180
 _MIB = 1024**2
-_GIB = 1024**3
-
-
-def format_bytes(n: float) -> str:
-    """'1.2 GiB', '350 MiB', '12 KiB'."""
-    if n >= _GIB:
-        return f"{n / _GIB:.1f} GiB"
-    if n >= _MIB:
-        return f"{n / _MIB:.0f} MiB"
-    return f"{n / 1024:.0f} KiB"
+GPU_CONTEXT_BYTES = 300 * _MIB  # CUDA context + cuBLAS workspace: an allowance, once per process
+VOCAB_BASE_BYTES = 12 * _MIB
+VOCAB_BYTES_PER_TOKEN = 180
 
 
 @dataclass
@@ -167,15 +157,15 @@ class ModelEstimate:
         def part(label: str, gpu: int, cpu: int) -> str:
             where = []
             if gpu:
-                where.append(f"{format_bytes(gpu)} VRAM")
+                where.append(f"{format_memory(gpu)} VRAM")
             if cpu or not gpu:
-                where.append(f"{format_bytes(cpu)} RAM")
+                where.append(f"{format_memory(cpu)} RAM")
             return f"{label} {' + '.join(where)}"
 
         return (
             f"{self.name}: {part('weights', self.weights_gpu, self.weights_cpu)}, "
             f"{part('KV cache', self.kv_gpu, self.kv_cpu)}, {part('compute', self.compute_gpu, self.compute_cpu)}, "
-            f"other {format_bytes(self.overhead_cpu)} RAM"
+            f"other {format_memory(self.overhead_cpu)} RAM"
         )
 
 
@@ -198,23 +188,23 @@ class MemoryEstimate:
         if self.gpu_bytes > 0:
             if available.gpu_count == 0:
                 problems.append(
-                    f"needs {format_bytes(self.gpu_bytes)} VRAM but no NVIDIA GPU was found — set GPU layers to 0"
+                    f"needs {format_memory(self.gpu_bytes)} VRAM but no NVIDIA GPU was found — set GPU layers to 0"
                 )
             elif self.gpu_bytes > available.free_vram:
                 problems.append(
-                    f"needs {format_bytes(self.gpu_bytes)} VRAM, {format_bytes(available.free_vram)} free — "
+                    f"needs {format_memory(self.gpu_bytes)} VRAM, {format_memory(available.free_vram)} free — "
                     "offload fewer layers or use a smaller context"
                 )
         if self.cpu_bytes > available.available_ram:
             problems.append(
-                f"needs {format_bytes(self.cpu_bytes)} RAM, {format_bytes(available.available_ram)} available — "
+                f"needs {format_memory(self.cpu_bytes)} RAM, {format_memory(available.available_ram)} available — "
                 "close other programs or use a smaller context"
             )
         if problems:
             return False, "; ".join(problems)
-        msg = f"fits: {format_bytes(self.cpu_bytes)} RAM of {format_bytes(available.available_ram)} available"
+        msg = f"fits: {format_memory(self.cpu_bytes)} RAM of {format_memory(available.available_ram)} available"
         if self.gpu_bytes:
-            msg += f", {format_bytes(self.gpu_bytes)} VRAM of {format_bytes(available.free_vram)} free"
+            msg += f", {format_memory(self.gpu_bytes)} VRAM of {format_memory(available.free_vram)} free"
         return True, msg
 
 

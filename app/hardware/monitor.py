@@ -14,6 +14,8 @@ from typing import Any
 
 import psutil
 
+from app.engine.units import format_memory
+
 __all__ = [
     "GPU",
     "MemoryStatus",
@@ -29,7 +31,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_GIB = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -187,13 +188,13 @@ def gpus() -> list[GPU]:
 
 
 def gpu_status_text() -> str:
-    """One line for the status bar, e.g. 'GPU 0: NVIDIA RTX 4090, 20.1 of 24.0 GiB free'."""
+    """One line for the status bar, e.g. 'GPU 0: NVIDIA RTX 4090, 20.1 GiB of 24.0 GiB free'."""
     found = gpus()
     if not found:
         reason = nvml_error()
         return f"no NVIDIA GPU ({reason})" if reason else "no NVIDIA GPU"
     return "; ".join(
-        f"GPU {g.index}: {g.name}, {g.free / _GIB:.1f} of {g.total / _GIB:.1f} GiB free" for g in found
+        f"GPU {g.index}: {g.name}, {format_memory(g.free)} of {format_memory(g.total)} free" for g in found
     )
 
 

@@ -39,8 +39,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
+from app.engine.units import format_bytes
 from app.library.hub import HubError, HubFile, hub_error
-from app.library.local import format_size
 
 log = logging.getLogger(__name__)
 
@@ -584,7 +584,7 @@ class DownloadManager:
         if f["size"] is not None and size != f["size"]:
             part.unlink(missing_ok=True)
             raise DownloadError(
-                f"{f['filename']}: got {format_size(size)} instead of {format_size(f['size'])} — the partial file "
+                f"{f['filename']}: got {format_bytes(size)} instead of {format_bytes(f['size'])} — the partial file "
                 "was deleted; retry to download it again"
             )
         expected = f.get("sha256")
@@ -662,8 +662,8 @@ class DownloadManager:
         free = self._disk_free(self.staging_dir)
         if free < need_staging:
             raise DownloadError(
-                f"not enough disk space for {job.name}: it needs {format_size(remaining)} more, "
-                f"{format_size(free)} free on {self._mount_hint(self.staging_dir)} — free some space and retry"
+                f"not enough disk space for {job.name}: it needs {format_bytes(remaining)} more, "
+                f"{format_bytes(free)} free on {self._mount_hint(self.staging_dir)} — free some space and retry"
             )
         dest = Path(job.dest_dir)
         if not _same_device(dest, self.staging_dir):
@@ -671,7 +671,7 @@ class DownloadManager:
             if free_dest < job.total + DISK_MARGIN:
                 raise DownloadError(
                     f"not enough disk space in the models folder for {job.name}: it needs "
-                    f"{format_size(job.total)}, {format_size(free_dest)} free on {self._mount_hint(dest)}"
+                    f"{format_bytes(job.total)}, {format_bytes(free_dest)} free on {self._mount_hint(dest)}"
                 )
 
     @staticmethod

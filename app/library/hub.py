@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from app.engine.memory import format_bytes, rough_load_bytes
+from app.engine.memory import rough_load_bytes
+from app.engine.units import format_count, format_memory
 from app.hardware.monitor import Resources
 from app.library.local import SPLIT_RE as _SPLIT_RE
 
@@ -162,14 +163,6 @@ def parameter_billions(text: str) -> float | None:
     return best
 
 
-def format_billions(b: float | None) -> str:
-    if b is None:
-        return ""
-    if b < 1:
-        return f"{b * 1000:.0f}M"
-    return f"{b:.1f}B".replace(".0B", "B")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # data
 
@@ -294,8 +287,8 @@ def fit_for_machine(size: int | None, resources: Resources, n_ctx: int = 4096) -
     ram = resources.available_ram
     vram = resources.free_vram if resources.gpu_count else 0
     room = ram + vram
-    where = f"{format_bytes(ram)} RAM available" + (f" + {format_bytes(vram)} VRAM free" if vram else "")
-    detail = f"needs about {format_bytes(need)} with a {n_ctx}-token context; {where}"
+    where = f"{format_memory(ram)} RAM available" + (f" + {format_memory(vram)} VRAM free" if vram else "")
+    detail = f"needs about {format_memory(need)} with a {n_ctx}-token context; {where}"
     if room <= 0:
         return Fit("unknown", "?", detail)
     if need <= 0.8 * room:
@@ -353,7 +346,7 @@ def rank_draft_candidates(
             if not lo <= b <= hi:
                 continue
             distance = abs(math.log(b / ideal))
-            reason = f"{format_billions(b)} drafting a {format_billions(target_billions)} target"
+            reason = f"{format_count(b * 1e9)} drafting a {format_count(target_billions * 1e9)} target"
         else:
             distance = 0.0
             reason = "same family"

@@ -52,8 +52,6 @@ __all__ = [
     "default_cache_path",
     "default_models_dir",
     "default_models_folder",
-    "format_parameters",
-    "format_size",
     "reveal_in_file_manager",
     "tokenizer_family",
 ]
@@ -142,34 +140,6 @@ class Outcome:
 
     def __bool__(self) -> bool:
         return self.ok
-
-
-# ---------------------------------------------------------------------------------------------------------
-# formatting
-
-
-def format_parameters(n: int | None) -> str:
-    """135M, 1.7B, 70B; "—" when unknown."""
-    if not n or n <= 0:
-        return "—"
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale * 0.9995:
-            value = n / scale
-            return f"{value:.1f}{unit}" if value < 9.95 else f"{value:.0f}{unit}"
-    return str(n)
-
-
-def format_size(n: int | None) -> str:
-    """Decimal units as file managers show them: 98 MB, 4.9 GB, 512 kB."""
-    if n is None or n < 0:
-        return "—"
-    if n < 1000:
-        return f"{n} B"
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale * 0.9995:
-            value = n / scale
-            return f"{value:.1f} {unit}" if value < 9.95 else f"{value:.0f} {unit}"
-    return f"{n} B"  # pragma: no cover - unreachable
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.gguf_info import ModelInfo
+from app.engine.units import format_bytes, format_count
 from app.hardware.monitor import Resources
 from app.library.credentials import TokenError, TokenStore, mask_token
 from app.library.downloads import DownloadError
@@ -41,11 +42,10 @@ from app.library.hub import (
     HubRepo,
     RepoFiles,
     fit_for_machine,
-    format_billions,
     hub_error,
     parameter_billions,
 )
-from app.library.local import LocalLibrary, LocalModel, format_size
+from app.library.local import LocalLibrary, LocalModel
 from app.ui.background import Relay, run_in_pool
 from app.ui.download_bridge import DownloadBridge
 from app.ui.download_queue import DownloadQueue
@@ -65,14 +65,6 @@ def _describe_error(e: Exception) -> str:
 
 def _plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
-
-
-def _count(n: int) -> str:
-    if n >= 1_000_000:
-        return f"{n / 1_000_000:.1f}M"
-    if n >= 1_000:
-        return f"{n / 1_000:.1f}k"
-    return str(n)
 
 
 class _NumberItem(QTableWidgetItem):
@@ -309,15 +301,15 @@ class DiscoverView(QWidget):
         t.setRowCount(len(self._local_drafts) + len(repos))
         row = 0
         for m in self._local_drafts:
-            items = self._set_row(t, row, [m.file_name, format_billions((m.parameter_count or 0) / 1e9)
-                                           if m.parameter_count else "", "", "", "",
+            items = self._set_row(t, row, [m.file_name, format_count(m.parameter_count), "", "", "",
                                            "in your library · compatible"], key=f"local:{m.path}")  # fmt: skip
             items[0].setToolTip(str(m.path))
             row += 1
         for r in repos:
             name = ("🔒 " if r.gated else "") + r.repo_id
             updated = r.last_modified.strftime("%Y-%m-%d") if r.last_modified else ""
-            items = self._set_row(t, row, [name, format_billions(r.parameters), _count(r.downloads), _count(r.likes),
+            params = format_count(r.parameters * 1e9 if r.parameters is not None else None)
+            items = self._set_row(t, row, [name, params, format_count(r.downloads), format_count(r.likes),
                                            updated, self._notes.get(r.repo_id, "")], key=r.repo_id)  # fmt: skip
             items[2].setData(Qt.ItemDataRole.UserRole, r.downloads)
             items[3].setData(Qt.ItemDataRole.UserRole, r.likes)
@@ -397,7 +389,7 @@ class DiscoverView(QWidget):
         for row, f in enumerate(files.files):
             fit = fit_for_machine(f.size, res, self.n_ctx)
             quant = f.quant or ("projector" if f.is_projector else "?")
-            texts = [quant, f.display_name, format_size(f.size) if f.size else "?", self._fit_text(fit)]
+            texts = [quant, f.display_name, format_bytes(f.size) if f.size else "?", self._fit_text(fit)]
             for col, text in enumerate(texts):
                 item = _NumberItem(text) if col == 2 else QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole + 1, f.filename)
@@ -484,7 +476,7 @@ class DiscoverView(QWidget):
         except DownloadError as e:
             self.show_message(str(e), error=True)
             return False
-        self.show_message(f"Downloading {f.display_name} ({format_size(f.size) if f.size else 'size unknown'}).")
+        self.show_message(f"Downloading {f.display_name} ({format_bytes(f.size) if f.size else 'size unknown'}).")
         return True
 
     @Slot(object)

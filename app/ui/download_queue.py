@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine.units import format_bytes
 from app.library.downloads import (
     CANCELLED,
     DONE,
@@ -30,7 +31,6 @@ from app.library.downloads import (
     DownloadJob,
     DownloadManager,
 )
-from app.library.local import format_size
 
 __all__ = ["DownloadQueue", "DownloadRow", "ElidedLabel", "format_duration"]
 
@@ -50,14 +50,14 @@ def format_duration(seconds: float | None) -> str:
 
 def describe(job: DownloadJob, now: float | None = None) -> str:
     """The row's status line: '312 MB of 1.1 GB · 8.4 MB/s · 1 min 35 s left'."""
-    size = f"{format_size(job.downloaded)} of {format_size(job.total)}" if job.total else format_size(job.downloaded)
+    size = f"{format_bytes(job.downloaded)} of {format_bytes(job.total)}" if job.total else format_bytes(job.downloaded)
     if job.state == DOWNLOADING:
         stalled = job.stalled_for(now)
         if stalled >= STALL_SECONDS:
             return f"{size} · no data for {stalled:.0f} s — waiting for the server, will resume"
         parts = [size]
         if job.speed > 0:
-            parts.append(f"{format_size(job.speed)}/s")
+            parts.append(f"{format_bytes(job.speed)}/s")
         eta = job.eta
         if eta is not None:
             parts.append(f"{format_duration(eta)} left")
@@ -75,7 +75,7 @@ def describe(job: DownloadJob, now: float | None = None) -> str:
     if job.state == CANCELLED:
         return "cancelled — partial files deleted"
     if job.state == DONE:
-        text = f"done · {format_size(job.total or job.downloaded)} · sha256 verified"
+        text = f"done · {format_bytes(job.total or job.downloaded)} · sha256 verified"
         if job.purpose == "draft":
             if job.compatible:
                 text += " · compatible draft"

@@ -9,7 +9,8 @@ from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPalette
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from app.engine.memory import MemoryEstimate, format_bytes
+from app.engine.memory import MemoryEstimate
+from app.engine.units import format_memory
 from app.hardware.monitor import Resources
 
 __all__ = ["MemoryBar", "Segment"]
@@ -112,7 +113,7 @@ class MemoryBar(QWidget):
             vram.append(Segment("other", "GPU context", estimate.gpu_overhead))
         self.ram_bar.segments, self.ram_bar.capacity = ram, max(resources.available_ram, 1)
         self.ram_label.setText(
-            f"RAM: needs {format_bytes(estimate.cpu_bytes)} of {format_bytes(resources.available_ram)} available"
+            f"RAM: needs {format_memory(estimate.cpu_bytes)} of {format_memory(resources.available_ram)} available"
         )
         has_gpu_part = estimate.gpu_bytes > 0 or resources.gpu_count > 0
         self.vram_label.setVisible(has_gpu_part)
@@ -120,7 +121,7 @@ class MemoryBar(QWidget):
         if resources.gpu_count:
             self.vram_bar.segments, self.vram_bar.capacity = vram, max(resources.free_vram, 1)
             self.vram_label.setText(
-                f"VRAM: needs {format_bytes(estimate.gpu_bytes)} of {format_bytes(resources.free_vram)} free"
+                f"VRAM: needs {format_memory(estimate.gpu_bytes)} of {format_memory(resources.free_vram)} free"
             )
         else:
             self.vram_bar.segments, self.vram_bar.capacity = vram, 1

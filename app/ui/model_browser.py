@@ -50,7 +50,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.compat import Verdict
-from app.library.local import LocalLibrary, LocalModel, format_parameters, format_size
+from app.engine.units import format_bytes, format_count
+from app.library.local import LocalLibrary, LocalModel
 from app.ui.background import Relay, run_in_pool
 
 __all__ = ["COLUMNS", "LibraryTableModel", "ModelBrowser", "ModelFilterProxy"]
@@ -182,15 +183,15 @@ class LibraryTableModel(QAbstractTableModel):
         if col == NAME:
             return m.file_name
         if m.broken:
-            return {ARCH: "unreadable", SIZE: format_size(m.file_size)}.get(col, "")
+            return {ARCH: "unreadable", SIZE: format_bytes(m.file_size)}.get(col, "")
         if col == ARCH:
             return m.architecture or "—"
         if col == PARAMS:
-            return format_parameters(m.parameter_count)
+            return format_count(m.parameter_count)
         if col == QUANT:
             return m.quantization or "—"
         if col == SIZE:
-            return format_size(m.file_size)
+            return format_bytes(m.file_size)
         if col == CONTEXT:
             return _context_text(m.context_length)
         if col == DRAFT:
@@ -268,7 +269,7 @@ class ModelFilterProxy(QSortFilterProxyModel):
                 m.architecture or "",
                 m.quantization or "",
                 m.path.name,
-                format_parameters(m.parameter_count),
+                format_count(m.parameter_count),
             ]
         ).casefold()
         return all(w in hay for w in self._words)

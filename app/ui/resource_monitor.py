@@ -9,8 +9,8 @@ from __future__ import annotations
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 
-from app.engine.memory import format_bytes
 from app.engine.speculative import GenerationStats
+from app.engine.units import format_memory
 from app.hardware import monitor
 
 __all__ = ["ResourceMonitor"]
@@ -57,7 +57,7 @@ class ResourceMonitor(QWidget):
         try:
             mem = monitor.system_memory()
             rss = monitor.process_memory()
-            self.ram.setText(f"RAM {format_bytes(mem.used)} / {format_bytes(mem.total)} · Tandem {format_bytes(rss)}")
+            self.ram.setText(f"RAM {format_memory(mem.used)} / {format_memory(mem.total)} · Tandem {format_memory(rss)}")
             self.cpu.setText(f"CPU {monitor.cpu_percent():.0f} %")
             gpus = monitor.gpus()
             if not gpus:
@@ -66,8 +66,8 @@ class ResourceMonitor(QWidget):
             else:
                 parts = []
                 for g in gpus:
-                    mine = f" (Tandem {format_bytes(g.process_used)})" if g.process_used else ""
-                    parts.append(f"GPU{g.index} {format_bytes(g.used)} / {format_bytes(g.total)}{mine}")
+                    mine = f" (Tandem {format_memory(g.process_used)})" if g.process_used else ""
+                    parts.append(f"GPU{g.index} {format_memory(g.used)} / {format_memory(g.total)}{mine}")
                 self.vram.setText(" · ".join(parts))
                 self.vram.setToolTip("\n".join(g.name for g in gpus))
         except Exception as e:  # a monitoring hiccup must never take the app down

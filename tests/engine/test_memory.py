@@ -14,9 +14,9 @@ from app.engine.memory import (
     compute_working_bytes,
     estimate_load,
     estimate_model,
-    format_bytes,
     kv_cache_bytes,
 )
+from app.engine.units import format_memory
 from app.hardware.monitor import Resources
 from tests.engine.test_gguf_info import write_model
 
@@ -158,7 +158,7 @@ def test_fits(model: ModelInfo) -> None:
                            gpu_count=0)  # fmt: skip
     ok, msg = cpu_plan.fits(little_ram)
     assert not ok
-    assert msg.startswith(f"needs {format_bytes(cpu_plan.cpu_bytes)} RAM, ")
+    assert msg.startswith(f"needs {format_memory(cpu_plan.cpu_bytes)} RAM, ")
     assert "available — close other programs or use a smaller context" in msg
     assert "\n" not in msg
 
@@ -174,12 +174,6 @@ def test_fits_gpu(model: ModelInfo) -> None:
                           gpu_count=1)  # fmt: skip
     ok, msg = gpu_plan.fits(small_gpu)
     assert not ok and "VRAM, 100 MiB free — offload fewer layers" in msg
-
-
-def test_format_bytes() -> None:
-    assert format_bytes(1.2 * GIB) == "1.2 GiB"
-    assert format_bytes(350 * MIB) == "350 MiB"
-    assert format_bytes(12 * 1024) == "12 KiB"
 
 
 def test_bad_load_settings(model: ModelInfo) -> None:

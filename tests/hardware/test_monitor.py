@@ -128,7 +128,7 @@ def test_two_fake_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     assert monitor.nvml_error() is None
     assert monitor.gpu_status_text() == (
-        "GPU 0: NVIDIA GeForce RTX 4090, 20.0 of 24.0 GiB free; GPU 1: Tesla T4, 16.0 of 16.0 GiB free"
+        "GPU 0: NVIDIA GeForce RTX 4090, 20.0 GiB of 24.0 GiB free; GPU 1: Tesla T4, 16.0 GiB of 16.0 GiB free"
     )
     res = monitor.resources()
     assert (res.gpu_count, res.free_vram, res.total_vram) == (2, 36 * GIB, 40 * GIB)

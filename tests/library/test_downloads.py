@@ -179,7 +179,7 @@ def test_cancel_a_paused_download(hub, tmp_path: Path) -> None:
 def test_not_enough_disk_space_is_a_clear_error(hub, tmp_path: Path) -> None:
     hub.add_repo(REPO, {NAME: DATA})
     m = _manager(hub, tmp_path, disk_free=lambda _path: 1_000)
-    with pytest.raises(DownloadError, match=r"not enough disk space .* needs 3.1 MB more, 1.0 kB free on .*free some space"):
+    with pytest.raises(DownloadError, match=r"not enough disk space .* needs 3.1 MB more, 1 kB free on .*free some space"):
         m.enqueue(_file(hub))
     assert m.jobs() == []
     m.shutdown()

@@ -19,8 +19,6 @@ from app.library.local import (
     LocalModel,
     default_cache_path,
     default_models_dir,
-    format_parameters,
-    format_size,
     reveal_in_file_manager,
     tokenizer_family,
 )
@@ -400,21 +398,3 @@ def test_default_locations_follow_tandem_data_dir(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("TANDEM_DATA_DIR", str(tmp_path / "data"))
     assert default_models_dir() == tmp_path / "data" / "models"
     assert default_cache_path().parent == tmp_path / "data"
-
-
-@pytest.mark.parametrize(
-    ("n", "text"),
-    [(134_515_008, "135M"), (1_711_376_384, "1.7B"), (70_553_706_496, "71B"), (96_448, "96K"), (999, "999"),
-     (None, "—"), (7_241_732_096, "7.2B"), (999_900_000, "1.0B")],
-)  # fmt: skip
-def test_format_parameters(n: int | None, text: str) -> None:
-    assert format_parameters(n) == text
-
-
-@pytest.mark.parametrize(
-    ("n", "text"),
-    [(98_000_000, "98 MB"), (101_810_880, "102 MB"), (4_920_000_000, "4.9 GB"), (512, "512 B"),
-     (397_312, "397 kB"), (None, "—"), (12_600_000_000, "13 GB")],
-)  # fmt: skip
-def test_format_size(n: int | None, text: str) -> None:
-    assert format_size(n) == text
