@@ -55,7 +55,6 @@ from dataclasses import dataclass
 
 from app.engine.gguf_info import ModelInfo
 from app.engine.units import format_memory
-from app.hardware.monitor import Resources
 
 __all__ = [
     "CACHE_TYPE_BYTES",
@@ -182,29 +181,30 @@ class MemoryEstimate:
     def cpu_bytes(self) -> int:
         return sum(m.cpu_bytes for m in self.models)
 
-    def fits(self, available: Resources) -> tuple[bool, str]:
-        """Whether the plan fits in `available`, and one line saying so (or what to do about it)."""
+    def fits(self, *, available_ram: int, free_vram: int, gpu_count: int) -> tuple[bool, str]:
+        """Whether the plan fits in `available_ram` bytes of RAM and `free_vram` bytes of VRAM (summed over
+        `gpu_count` GPUs), and one line saying so (or what to do about it)."""
         problems: list[str] = []
         if self.gpu_bytes > 0:
-            if available.gpu_count == 0:
+            if gpu_count == 0:
                 problems.append(
                     f"needs {format_memory(self.gpu_bytes)} VRAM but no NVIDIA GPU was found — set GPU layers to 0"
                 )
-            elif self.gpu_bytes > available.free_vram:
+            elif self.gpu_bytes > free_vram:
                 problems.append(
-                    f"needs {format_memory(self.gpu_bytes)} VRAM, {format_memory(available.free_vram)} free — "
+                    f"needs {format_memory(self.gpu_bytes)} VRAM, {format_memory(free_vram)} free — "
                     "offload fewer layers or use a smaller context"
                 )
-        if self.cpu_bytes > available.available_ram:
+        if self.cpu_bytes > available_ram:
             problems.append(
-                f"needs {format_memory(self.cpu_bytes)} RAM, {format_memory(available.available_ram)} available — "
+                f"needs {format_memory(self.cpu_bytes)} RAM, {format_memory(available_ram)} available — "
                 "close other programs or use a smaller context"
             )
         if problems:
             return False, "; ".join(problems)
-        msg = f"fits: {format_memory(self.cpu_bytes)} RAM of {format_memory(available.available_ram)} available"
+        msg = f"fits: {format_memory(self.cpu_bytes)} RAM of {format_memory(available_ram)} available"
         if self.gpu_bytes:
-            msg += f", {format_memory(self.gpu_bytes)} VRAM of {format_memory(available.free_vram)} free"
+            msg += f", {format_memory(self.gpu_bytes)} VRAM of {format_memory(free_vram)} free"
         return True, msg
 
 

@@ -24,7 +24,6 @@ from datetime import datetime
 
 from app.engine.memory import rough_load_bytes
 from app.engine.units import format_count, format_memory
-from app.hardware.monitor import Resources
 from app.library.local import SPLIT_RE as _SPLIT_RE
 
 log = logging.getLogger(__name__)
@@ -277,15 +276,15 @@ class Fit:
     detail: str  # one line for the tooltip
 
 
-def fit_for_machine(size: int | None, resources: Resources, n_ctx: int = 4096) -> Fit:
-    """A badge for a file of `size` bytes on a machine with `resources`, from the engine's rough estimate
-    (weights + a KV cache and scratch allowance for `n_ctx`). GPU memory counts when there is a GPU: layers
-    can be offloaded. The exact estimate is made from the GGUF metadata once the file is here."""
+def fit_for_machine(size: int | None, *, available_ram: int, free_vram: int, n_ctx: int = 4096) -> Fit:
+    """A badge for a file of `size` bytes on a machine with `available_ram` bytes of RAM and `free_vram`
+    bytes of VRAM (0 without a GPU), from the engine's rough estimate (weights + a KV cache and scratch
+    allowance for `n_ctx`). Free VRAM counts: layers can be offloaded. The exact estimate is made from the
+    GGUF metadata once the file is here."""
     if not size:
         return Fit("unknown", "?", "size unknown")
     need = rough_load_bytes(size, n_ctx)
-    ram = resources.available_ram
-    vram = resources.free_vram if resources.gpu_count else 0
+    ram, vram = available_ram, free_vram
     room = ram + vram
     where = f"{format_memory(ram)} RAM available" + (f" + {format_memory(vram)} VRAM free" if vram else "")
     detail = f"needs about {format_memory(need)} with a {n_ctx}-token context; {where}"

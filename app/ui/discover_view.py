@@ -383,11 +383,12 @@ class DiscoverView(QWidget):
             return
         self._files = files
         res = self.resources()
+        fits = [fit_for_machine(f.size, available_ram=res.available_ram, free_vram=res.free_vram, n_ctx=self.n_ctx)
+                for f in files.files]  # fmt: skip
         t = self.file_table
         t.setSortingEnabled(False)
         t.setRowCount(len(files.files))
-        for row, f in enumerate(files.files):
-            fit = fit_for_machine(f.size, res, self.n_ctx)
+        for row, (f, fit) in enumerate(zip(files.files, fits, strict=True)):
             quant = f.quant or ("projector" if f.is_projector else "?")
             texts = [quant, f.display_name, format_bytes(f.size) if f.size else "?", self._fit_text(fit)]
             for col, text in enumerate(texts):
@@ -406,20 +407,20 @@ class DiscoverView(QWidget):
         if files.files:
             count = _plural(len(files.files), "GGUF file", "GGUF files")
             self.files_label.setText(f"{repo.repo_id}: {count}, pinned to commit {files.revision[:10]}.{gated}")
-            self.file_table.selectRow(self._recommended_row(files, res))
+            self.file_table.selectRow(self._recommended_row(files, fits))
         else:
             self.files_label.setText(f"{repo.repo_id} has no GGUF files.")
         self._update_buttons()
         self.filesListed.emit(len(files.files))
 
-    def _recommended_row(self, files: RepoFiles, res: Resources) -> int:
+    @staticmethod
+    def _recommended_row(files: RepoFiles, fits: list[Fit]) -> int:
         """Preselect the largest quantization of Q4_K_M quality or better that fits; else the first."""
         best = 0
-        for row, f in enumerate(files.files):
+        for row, (f, fit) in enumerate(zip(files.files, fits, strict=True)):
             if f.is_projector:
                 continue
-            if (f.quant or "").upper().startswith(("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")) and \
-                    fit_for_machine(f.size, res, self.n_ctx).level == "fits":  # fmt: skip
+            if (f.quant or "").upper().startswith(("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")) and fit.level == "fits":
                 best = row
         return best
 

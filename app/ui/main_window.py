@@ -277,7 +277,8 @@ class MainWindow(QMainWindow):
             self.show_message(str(e), error=True)
             return
         estimate = estimate_load([ModelLoad(info, values.gpu_layers, values.n_ctx)])
-        fits, message = estimate.fits(monitor.resources())
+        res = monitor.resources()
+        fits, message = estimate.fits(available_ram=res.available_ram, free_vram=res.free_vram, gpu_count=res.gpu_count)
         if not fits and not self.confirm("Not enough memory", f"{info.display_name}: {message}.\n\nLoad anyway?"):
             return
         self.target = model

@@ -131,7 +131,9 @@ class MemoryBar(QWidget):
             if any(s.kind == kind and s.nbytes for s in ram + vram):
                 parts.append(f'<span style="color:{COLOURS[kind].name()}">■</span> {label}')
         self.legend.setText("  ".join(parts))
-        self.fits, message = estimate.fits(resources)
+        self.fits, message = estimate.fits(
+            available_ram=resources.available_ram, free_vram=resources.free_vram, gpu_count=resources.gpu_count
+        )
         colour = "#1e8449" if self.fits else "#c0392b"
         self.verdict.setText(f'<span style="color:{colour}">{"✔" if self.fits else "⚠"} {message}</span>')
         self.update()

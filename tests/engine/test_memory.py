@@ -17,7 +17,6 @@ from app.engine.memory import (
     kv_cache_bytes,
 )
 from app.engine.units import format_memory
-from app.hardware.monitor import Resources
 from tests.engine.test_gguf_info import write_model
 
 MIB = 1024**2
@@ -40,9 +39,8 @@ def _bytes(info: ModelInfo, name: str) -> int:
     return sum(t.n_bytes for t in info.tensors if t.name == name)
 
 
-def _plenty(gpus: int = 1) -> Resources:
-    return Resources(available_ram=64 * GIB, total_ram=64 * GIB, free_vram=24 * GIB * gpus,
-                     total_vram=24 * GIB * gpus, gpu_count=gpus)  # fmt: skip
+def _plenty(gpus: int = 1) -> dict[str, int]:
+    return {"available_ram": 64 * GIB, "free_vram": 24 * GIB * gpus, "gpu_count": gpus}
 
 
 def test_more_gpu_layers_move_bytes_from_cpu_to_gpu(model: ModelInfo) -> None:
@@ -151,12 +149,10 @@ def test_several_models_add_up(model: ModelInfo, tied_model: ModelInfo) -> None:
 
 def test_fits(model: ModelInfo) -> None:
     cpu_plan = estimate_load([ModelLoad(model, 0, 4096)])
-    ok, msg = cpu_plan.fits(_plenty(gpus=0))
+    ok, msg = cpu_plan.fits(**_plenty(gpus=0))
     assert ok and msg.startswith("fits: ")
 
-    little_ram = Resources(available_ram=cpu_plan.cpu_bytes - 1, total_ram=8 * GIB, free_vram=0, total_vram=0,
-                           gpu_count=0)  # fmt: skip
-    ok, msg = cpu_plan.fits(little_ram)
+    ok, msg = cpu_plan.fits(available_ram=cpu_plan.cpu_bytes - 1, free_vram=0, gpu_count=0)
     assert not ok
     assert msg.startswith(f"needs {format_memory(cpu_plan.cpu_bytes)} RAM, ")
     assert "available — close other programs or use a smaller context" in msg
@@ -165,14 +161,12 @@ def test_fits(model: ModelInfo) -> None:
 
 def test_fits_gpu(model: ModelInfo) -> None:
     gpu_plan = estimate_load([ModelLoad(model, -1, 4096)])
-    assert gpu_plan.fits(_plenty())[0]
+    assert gpu_plan.fits(**_plenty())[0]
 
-    ok, msg = gpu_plan.fits(_plenty(gpus=0))
+    ok, msg = gpu_plan.fits(**_plenty(gpus=0))
     assert not ok and "no NVIDIA GPU was found" in msg and "GPU layers to 0" in msg
 
-    small_gpu = Resources(available_ram=64 * GIB, total_ram=64 * GIB, free_vram=100 * MIB, total_vram=GIB,
-                          gpu_count=1)  # fmt: skip
-    ok, msg = gpu_plan.fits(small_gpu)
+    ok, msg = gpu_plan.fits(available_ram=64 * GIB, free_vram=100 * MIB, gpu_count=1)
     assert not ok and "VRAM, 100 MiB free — offload fewer layers" in msg
 
 

@@ -6,7 +6,6 @@ import hashlib
 
 import pytest
 
-from app.hardware.monitor import Resources
 from app.library.hub import (
     HubClient,
     HubError,
@@ -88,18 +87,17 @@ def test_rank_draft_candidates_keeps_family_and_size() -> None:
     assert "same publisher" in ranked[0].reason
 
 
-def _res(ram_gib: float, vram_gib: float = 0.0) -> Resources:
-    return Resources(available_ram=int(ram_gib * GIB), total_ram=int(ram_gib * GIB * 2),
-                     free_vram=int(vram_gib * GIB), total_vram=int(vram_gib * GIB), gpu_count=1 if vram_gib else 0)  # fmt: skip
+def _res(ram_gib: float, vram_gib: float = 0.0) -> dict[str, int]:
+    return {"available_ram": int(ram_gib * GIB), "free_vram": int(vram_gib * GIB)}
 
 
 def test_fit_badge() -> None:
-    assert fit_for_machine(4 * GIB, _res(16)).level == "fits"
-    assert fit_for_machine(4 * GIB, _res(5.2)).level == "tight"
-    assert fit_for_machine(8 * GIB, _res(4)).level == "too-big"
-    assert fit_for_machine(8 * GIB, _res(4, vram_gib=8)).level == "fits"  # layers can go to the GPU
-    assert fit_for_machine(None, _res(4)).level == "unknown"
-    assert "needs about" in fit_for_machine(4 * GIB, _res(16)).detail
+    assert fit_for_machine(4 * GIB, **_res(16)).level == "fits"
+    assert fit_for_machine(4 * GIB, **_res(5.2)).level == "tight"
+    assert fit_for_machine(8 * GIB, **_res(4)).level == "too-big"
+    assert fit_for_machine(8 * GIB, **_res(4, vram_gib=8)).level == "fits"  # layers can go to the GPU
+    assert fit_for_machine(None, **_res(4)).level == "unknown"
+    assert "needs about" in fit_for_machine(4 * GIB, **_res(16)).detail
 
 
 def _populate(hub) -> None:
