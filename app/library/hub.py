@@ -22,9 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from app.engine.errors import one_line
 from app.engine.memory import rough_load_bytes
+from app.engine.split_names import model_stem, parse_split_name
 from app.engine.units import format_count, format_memory
-from app.library.local import SPLIT_RE as _SPLIT_RE
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +111,10 @@ def hub_error(exc: BaseException, repo_id: str | None = None, what: str = "") ->
             return HubError("the Hub is rate-limiting requests — wait a minute and try again", "error")
         if status is not None and status >= 500:
             return HubError(f"the Hub had a problem (HTTP {status}) — try again later", "error")
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return HubError(f"Hub request failed{(' ' + what) if what else ''}: {first}", "error")
+        return HubError(f"Hub request failed{(' ' + what) if what else ''}: {one_line(exc)}", "error")
     if isinstance(exc, OSError):
         return HubError(f"{what or 'Hub request'} failed: {exc.strerror or exc}", "error")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return HubError(f"{what or 'Hub request'} failed: {first}", "error")
+    return HubError(f"{what or 'Hub request'} failed: {one_line(exc)}", "error")
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -140,10 +139,7 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 def quant_from_filename(name: str) -> str | None:
     """'Qwen2.5-7B-Instruct-Q5_K_M.gguf' → 'Q5_K_M'; None when the name carries no quantization label."""
-    base = name.rsplit("/", 1)[-1]
-    m = _SPLIT_RE.match(base)
-    stem = m.group("prefix") if m else re.sub(r"\.gguf$", "", base, flags=re.IGNORECASE)
-    found = _QUANT_RE.findall(stem)
+    found = _QUANT_RE.findall(model_stem(name.rsplit("/", 1)[-1]))
     if not found:
         return None
     q = found[-1].upper()
@@ -211,10 +207,8 @@ class HubFile:
     @property
     def display_name(self) -> str:
         base = self.filename.rsplit("/", 1)[-1]
-        m = _SPLIT_RE.match(base)
-        if m:
-            return f"{m.group('prefix')}.gguf ({len(self.parts)} parts)"
-        return base
+        split = parse_split_name(base)
+        return f"{split.prefix}.gguf ({split.count} parts)" if split else base
 
     @property
     def size(self) -> int | None:
@@ -241,10 +235,10 @@ def _group_parts(repo_id: str, revision: str, parts: Iterable[HubFilePart]) -> l
     groups: dict[tuple[str, int], list[tuple[int, HubFilePart]]] = {}
     for p in parts:
         base = p.filename.rsplit("/", 1)[-1]
-        m = _SPLIT_RE.match(base)
-        if m:
+        split = parse_split_name(base)
+        if split:
             folder = p.filename[: -len(base)]
-            groups.setdefault((folder + m.group("prefix"), int(m.group("count"))), []).append((int(m.group("no")), p))
+            groups.setdefault((folder + split.prefix, split.count), []).append((split.part, p))
         else:
             singles.append(HubFile(repo_id, revision, (p,), quant_from_filename(p.filename)))
     for (_prefix, count), members in groups.items():

@@ -6,6 +6,7 @@ like) are skipped, and a file reached twice (overlapping folders, symlinks) is l
 
 * **Split models** (``name-00001-of-00003.gguf`` ...) become one entry named by the first part; the other
   parts are not listed. A missing part makes the entry *broken*, with a reason naming the missing parts.
+  The naming rule is :mod:`app.engine.split_names`' (``-00001-of-00001`` is one ordinary file).
 * **Non-model GGUFs** (vision projectors ``mmproj-*``, LoRA adapters, vocabulary-only files) are kept
   apart: :meth:`LocalLibrary.non_models` lists them with their ``kind``; they are not chat models.
 * **Unreadable files** (truncated downloads, corrupt or foreign files) are listed with ``error`` set to
@@ -28,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import struct
 import subprocess
@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.compat import Verdict, check_draft_compatibility
+from app.engine.errors import error_message, one_line
 from app.engine.gguf_info import GGUFError, ModelInfo, inspect_gguf, to_json
+from app.engine.split_names import model_stem, parse_split_name
 from app.store.db import default_data_dir
 
 __all__ = [
@@ -58,8 +60,6 @@ __all__ = [
 
 CACHE_FILENAME = "library-cache.json"
 _CACHE_VERSION = 1
-_SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
-SPLIT_RE = _SPLIT_RE  # "name-00001-of-00003.gguf": the Hub listing groups parts the same way
 
 #: ``progress(done, total, path)`` - called after each file of a scan, from the scanning thread.
 ScanProgress = Callable[[int, int, Path], object]
@@ -110,8 +110,7 @@ class LocalModel:
     def file_name(self) -> str:
         """The file's name without .gguf and split suffix: what users recognise (general.name is often the
         same for every quantization of a model)."""
-        m = _SPLIT_RE.match(self.path.name)
-        return m.group("prefix") if m else self.path.stem
+        return model_stem(self.path.name)
 
     @property
     def broken(self) -> bool:
@@ -175,19 +174,10 @@ def tokenizer_family(info: ModelInfo) -> str:
 # helpers
 
 
-def _split_group(path: Path) -> tuple[str, int, int] | None:
-    """(prefix, part number, part count) for a well-formed split part name, else None."""
-    m = _SPLIT_RE.match(path.name)
-    if not m:
-        return None
-    no, count = int(m.group("no")), int(m.group("count"))
-    if count < 2 or not 1 <= no <= count:
-        return None
-    return m.group("prefix"), no, count
-
-
-def _split_parts(first: Path, prefix: str, count: int) -> tuple[Path, ...]:
-    return tuple(first.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1))
+def _split_parts(path: Path) -> tuple[Path, ...]:
+    """Every part of the split model `path` is a part of (present or not); () for an ordinary file."""
+    split = parse_split_name(path.name)
+    return tuple(path.with_name(name) for name in split.part_names) if split else ()
 
 
 def _is_mmproj_name(path: Path) -> bool:
@@ -225,10 +215,6 @@ def _info_from_json(data: dict[str, Any]) -> ModelInfo:
     kwargs["path"] = Path(kwargs["path"])
     kwargs["split_paths"] = tuple(Path(p) for p in kwargs["split_paths"])
     return ModelInfo(**kwargs)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def _folder_key(path: Path) -> str:
@@ -356,14 +342,10 @@ class LocalLibrary:
     def describe(self, path: Path | str) -> LocalModel:
         """A LocalModel for any GGUF file (listed or not), through the cache. Never raises for the file."""
         path = Path(path).absolute()
-        split = _split_group(path)
-        if split is None:
-            parts: tuple[Path, ...] = (path,)
-        else:
-            prefix, _, count = split
-            parts = _split_parts(path, prefix, count)
-        missing = [p for p in parts if not p.is_file()]
-        entry = self._entry(parts[0], parts if split else (), missing)
+        parts = _split_parts(path)
+        files = parts or (path,)
+        missing = [p for p in files if not p.is_file()]
+        entry = self._entry(files[0], parts, missing)
         self._save_cache()
         return entry
 
@@ -406,18 +388,15 @@ class LocalLibrary:
         """(first file, split parts or (), missing parts) per entry, in walk order."""
         present = set(files)
         out: list[tuple[Path, tuple[Path, ...], list[Path]]] = []
-        done_groups: set[tuple[Path, str, int]] = set()
+        done_groups: set[Path] = set()
         for p in files:
-            split = _split_group(p)
-            if split is None:
+            parts = _split_parts(p)
+            if not parts:
                 out.append((p, (), []))
                 continue
-            prefix, _, count = split
-            key = (p.parent, prefix, count)
-            if key in done_groups:
+            if parts[0] in done_groups:
                 continue
-            done_groups.add(key)
-            parts = _split_parts(p, prefix, count)
+            done_groups.add(parts[0])
             missing = [q for q in parts if q not in present and not q.is_file()]
             out.append((parts[0], parts, missing))
         return out
@@ -425,7 +404,7 @@ class LocalLibrary:
     def _entry(self, first: Path, parts: tuple[Path, ...], missing: list[Path]) -> LocalModel:
         files = parts or (first,)
         present = [p for p in files if p not in missing]
-        name_guess = _SPLIT_RE.sub(r"\g<prefix>", first.name) if parts else first.stem
+        name_guess = model_stem(first.name)
         if missing and not parts:
             return self._broken(first, name_guess, 0, f"no such file: {first}", parts, MODEL)
         if missing:
@@ -481,7 +460,7 @@ class LocalLibrary:
     def _broken(
         path: Path, name: str, size: int, error: str, parts: tuple[Path, ...], kind: str
     ) -> LocalModel:
-        return LocalModel(path, name, None, None, None, size, None, None, None, _one_line(error), parts, kind)
+        return LocalModel(path, name, None, None, None, size, None, None, None, one_line(error), parts, kind)
 
     @staticmethod
     def _read(first: Path, stamp: list[list[int]]) -> _Record:
@@ -491,7 +470,7 @@ class LocalLibrary:
         except GGUFError as e:
             return _Record(stamp, MODEL, error=str(e))
         except Exception as e:  # noqa: BLE001 - a scan reports, it does not crash
-            return _Record(stamp, MODEL, error=f"cannot read {first}: {type(e).__name__}: {e}")
+            return _Record(stamp, MODEL, error=f"cannot read {first}: {error_message(e)}")
         kind = _kind_of(info)
         family = None
         if kind == MODEL:

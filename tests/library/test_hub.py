@@ -147,6 +147,14 @@ def test_files_lists_quants_sizes_sha_and_groups_splits(hub) -> None:
     assert all(not f.filename.endswith(".md") for f in listing.files)
 
 
+def test_a_single_part_split_name_is_one_ordinary_file(hub) -> None:
+    hub.add_repo("TheOrg/Solo-GGUF", {"Solo-Q8_0-00001-of-00001.gguf": b"S" * 1_000,
+                                      "Solo-Q4_0-00002-of-00002.gguf": b"T" * 1_000})  # fmt: skip
+    (solo,) = HubClient(endpoint=hub.url).files("TheOrg/Solo-GGUF").files  # the lone part 2 of 2 is left out
+    assert [p.filename for p in solo.parts] == ["Solo-Q8_0-00001-of-00001.gguf"]
+    assert solo.display_name == "Solo-Q8_0-00001-of-00001.gguf" and solo.quant == "Q8_0"
+
+
 def test_errors_are_one_line(hub) -> None:
     _populate(hub)
     client = HubClient(endpoint=hub.url)

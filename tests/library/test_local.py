@@ -196,6 +196,16 @@ def test_split_model_is_one_entry(tmp_path: Path, parse_count: list[Path]) -> No
     assert parse_count == [parts[0]]
 
 
+def test_a_single_part_split_name_is_an_ordinary_file(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    one = write_gguf(folder / "solo-Q8_0-00001-of-00001.gguf")
+    (m,) = LocalLibrary([folder], None).scan()
+    assert m.error is None and m.path == one and m.split_paths == () and m.files == (one,)
+    assert m.file_name == "solo-Q8_0-00001-of-00001"
+    assert LocalLibrary([], None).describe(one).split_paths == ()
+
+
 @pytest.mark.parametrize("missing", [1, 0])
 def test_split_model_with_a_missing_part_is_broken(tmp_path: Path, missing: int) -> None:
     folder = tmp_path / "models"
