@@ -58,6 +58,12 @@ _BPE_ADD_BOS_PRE = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "
 
 @dataclass(frozen=True)
 class Verdict:
+    """A yes or no with one line saying why; falsy for no.
+
+    The answer of `check_draft_compatibility`, and of actions elsewhere that can fail without it being
+    exceptional (the library's "show in file manager"): `compatible` is the yes, `reason` the line.
+    """
+
     compatible: bool
     reason: str
 

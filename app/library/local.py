@@ -49,7 +49,6 @@ __all__ = [
     "CACHE_FILENAME",
     "LocalLibrary",
     "LocalModel",
-    "Outcome",
     "ScanProgress",
     "default_cache_path",
     "default_models_dir",
@@ -128,17 +127,6 @@ class LocalModel:
     def missing_files(self) -> list[Path]:
         """The model's files that are not (or no longer) on disk."""
         return [p for p in self.files if not p.is_file()]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """Result of an action that can fail without it being exceptional; falsy on failure."""
-
-    ok: bool
-    message: str
-
-    def __bool__(self) -> bool:
-        return self.ok
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -616,7 +604,7 @@ class LocalLibrary:
         return deleted
 
     @staticmethod
-    def reveal_in_file_manager(path: Path | str, **kwargs: Any) -> Outcome:
+    def reveal_in_file_manager(path: Path | str, **kwargs: Any) -> Verdict:
         """Show `path` in the system file manager (see :func:`reveal_in_file_manager`)."""
         return reveal_in_file_manager(path, **kwargs)
 
@@ -631,17 +619,17 @@ def reveal_in_file_manager(
     platform: str | None = None,
     run: Callable[[list[str]], object] | None = None,
     which: Callable[[str], str | None] = shutil.which,
-) -> Outcome:
+) -> Verdict:
     """Open the folder holding `path` (selecting the file where the platform can) in the file manager.
 
     Uses ``explorer /select,`` on Windows, ``open -R`` on macOS and ``xdg-open <folder>`` elsewhere.
-    Returns a falsy Outcome with a message when the file manager cannot be started."""
+    Returns a falsy Verdict whose reason says why when the file manager cannot be started."""
     path = Path(path)
     platform = platform or sys.platform
     run = run or (lambda cmd: subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     folder = path if path.is_dir() else path.parent
     if not folder.is_dir():
-        return Outcome(False, f"the folder no longer exists: {folder}")
+        return Verdict(False, f"the folder no longer exists: {folder}")
     if platform.startswith("win"):
         cmd = ["explorer", f"/select,{path}"] if path.exists() else ["explorer", str(folder)]
     elif platform == "darwin":
@@ -649,14 +637,14 @@ def reveal_in_file_manager(
     else:
         opener = which("xdg-open") or which("gio")
         if opener is None:
-            return Outcome(
+            return Verdict(
                 False, f"no file manager found (xdg-open is not installed); the file is in {folder}"
             )
         cmd = [opener, "open", str(folder)] if Path(opener).name == "gio" else [opener, str(folder)]
     try:
         run(cmd)
     except OSError as e:
-        return Outcome(
+        return Verdict(
             False, f"cannot start the file manager ({cmd[0]}): {e.strerror or e}; the file is in {folder}"
         )
-    return Outcome(True, f"opened {folder}")
+    return Verdict(True, f"opened {folder}")

@@ -581,7 +581,7 @@ class ModelBrowser(QWidget):
             return
         outcome = self.library.reveal_in_file_manager(m.path)
         if not outcome:
-            self._show_message(outcome.message, error=True)
+            self._show_message(outcome.reason, error=True)
 
     def delete_selected(self) -> None:
         """Delete the selected model's files after `confirm_delete` agrees."""

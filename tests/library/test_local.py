@@ -386,7 +386,7 @@ def test_reveal_in_file_manager(tmp_path: Path, tiny_target: Path) -> None:
     assert ran[-1] == ["explorer", f"/select,{model}"]
 
     no_opener = reveal_in_file_manager(model, platform="linux", run=ran.append, which=lambda n: None)
-    assert not no_opener and "xdg-open" in no_opener.message and str(model.parent) in no_opener.message
+    assert not no_opener and "xdg-open" in no_opener.reason and str(model.parent) in no_opener.reason
 
     def broken(cmd: list[str]) -> None:
         raise PermissionError(13, "Permission denied")
@@ -394,10 +394,10 @@ def test_reveal_in_file_manager(tmp_path: Path, tiny_target: Path) -> None:
     failed = LocalLibrary.reveal_in_file_manager(
         model, platform="linux", run=broken, which=lambda n: "/x/xdg-open"
     )
-    assert not failed and "Permission denied" in failed.message
+    assert not failed and "Permission denied" in failed.reason
 
     gone = reveal_in_file_manager(tmp_path / "nowhere" / "x.gguf", run=ran.append)
-    assert not gone and "no longer exists" in gone.message
+    assert not gone and "no longer exists" in gone.reason
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication
 
 import app.library.local as local
-from app.engine.compat import check_draft_compatibility
+from app.engine.compat import Verdict, check_draft_compatibility
 from app.engine.gguf_info import inspect_gguf
 from app.library.local import LocalLibrary, LocalModel
 from app.ui.model_browser import ARCH, CONTEXT, DRAFT, NAME, PARAMS, QUANT, SIZE, ModelBrowser
@@ -354,7 +354,7 @@ def test_delete_asks_first(qtbot, browser: ModelBrowser, dialogs: Dialogs) -> No
 def test_reveal_failure_is_shown(browser: ModelBrowser, monkeypatch: pytest.MonkeyPatch) -> None:
     select(browser, "tiny-target")
     monkeypatch.setattr(
-        browser.library, "reveal_in_file_manager", lambda path: local.Outcome(False, "no file manager found")
+        browser.library, "reveal_in_file_manager", lambda path: Verdict(False, "no file manager found")
     )
     browser.reveal_selected()
     assert browser.message() == "no file manager found"
