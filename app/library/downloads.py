@@ -45,7 +45,6 @@ from app.library.hub import HubError, HubFile, hub_error
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ACTIVE",
     "CANCELLED",
     "DONE",
     "DOWNLOADING",
@@ -66,7 +65,6 @@ PAUSED = "paused"
 DONE = "done"
 FAILED = "failed"
 CANCELLED = "cancelled"
-ACTIVE = (QUEUED, DOWNLOADING, VERIFYING)
 FINISHED = (DONE, FAILED, CANCELLED)
 
 STATE_FILE = "downloads.json"
@@ -358,11 +356,18 @@ class DownloadManager:
             self._save()
         self._remove_staging(job_id)
 
-    def clear_finished(self) -> None:
+    def clear_finished(self) -> list[str]:
+        """Take the done and cancelled jobs off the list; returns their ids (a job restarted meanwhile stays)."""
         with self._lock:
             ids = [i for i in self._order if self._jobs[i].state in (DONE, CANCELLED)]
+        removed: list[str] = []
         for i in ids:
-            self.remove(i)
+            try:
+                self.remove(i)
+            except DownloadError:
+                continue
+            removed.append(i)
+        return removed
 
     def partial_files(self, job_id: str) -> list[Path]:
         folder = self.staging_dir / job_id

@@ -51,7 +51,6 @@ __all__ = [
     "LocalModel",
     "ScanProgress",
     "default_cache_path",
-    "default_models_dir",
     "default_models_folder",
     "reveal_in_file_manager",
     "tokenizer_family",
@@ -68,15 +67,11 @@ MODEL = "model"
 MMPROJ = "mmproj"
 ADAPTER = "adapter"
 VOCAB = "vocab"
-_KIND_LABELS = {MMPROJ: "vision projector (mmproj)", ADAPTER: "LoRA adapter", VOCAB: "vocabulary only"}
 
 
 def default_models_folder() -> Path:
     """``<data dir>/models``: ``$TANDEM_DATA_DIR/models``, else ``user_data_dir("tandem")/models``."""
     return default_data_dir() / "models"
-
-
-default_models_dir = default_models_folder  # alias
 
 
 def default_cache_path() -> Path:
@@ -119,10 +114,6 @@ class LocalModel:
     def files(self) -> tuple[Path, ...]:
         """All files of the model (the parts of a split model)."""
         return self.split_paths or (self.path,)
-
-    @property
-    def kind_label(self) -> str:
-        return _KIND_LABELS.get(self.kind, "model")
 
     def missing_files(self) -> list[Path]:
         """The model's files that are not (or no longer) on disk."""

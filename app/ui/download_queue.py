@@ -89,8 +89,7 @@ def describe(job: DownloadJob, now: float | None = None) -> str:
 
 class ElidedLabel(QLabel):
     """A one-line label that shortens its text with "…" in the middle when it is too narrow, instead of
-    widening the row (long repository and file names would push the buttons out of sight). `full_text()` is
-    the whole text."""
+    widening the row (long repository and file names would push the buttons out of sight)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -100,9 +99,6 @@ class ElidedLabel(QLabel):
     def set_full_text(self, text: str) -> None:
         self._full = text
         self._elide()
-
-    def full_text(self) -> str:
-        return self._full
 
     def minimumSizeHint(self) -> QSize:
         return QSize(self.fontMetrics().horizontalAdvance("……") * 2, super().minimumSizeHint().height())
@@ -309,10 +305,5 @@ class DownloadQueue(QWidget):
 
     @Slot()
     def _clear_finished(self) -> None:
-        for job_id, row in list(self.rows.items()):
-            if row.job.state in (DONE, CANCELLED):
-                try:
-                    self.manager.remove(job_id)
-                except DownloadError:
-                    continue
-                self.drop_row(job_id)
+        for job_id in self.manager.clear_finished():
+            self.drop_row(job_id)

@@ -170,9 +170,11 @@ def test_cancel_a_paused_download(hub, tmp_path: Path) -> None:
     m.pause(job.id)
     hold.release()
     assert m.wait(job.id).state == PAUSED
+    assert m.clear_finished() == []  # a paused download stays on the list
     m.cancel(job.id)
     assert m.job(job.id).state == CANCELLED
     assert m.partial_files(job.id) == []
+    assert m.clear_finished() == [job.id] and m.job(job.id) is None
     m.shutdown()
 
 
