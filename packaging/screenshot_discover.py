@@ -11,7 +11,7 @@ model files (`app.library.reference_models`), each in a repository named after w
   wheels carry; their metadata names that repository as the source).
 
 Only those files are served (the real repositories hold more). Download and like counts are made up for the local
-Hub. The SmolLM2 F16 (dequantized here from that Q4_1 by `reference_models.convert_to_f16`, so published by nobody)
+Hub. The SmolLM2 F16 (dequantized here from that Q4_1 by `reference_models.dequantize_gguf`, so published by nobody)
 is not on the Hub: it sits in a local models folder, as a model the user converted, and is the target for which
 drafts are suggested.
 

