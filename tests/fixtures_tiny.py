@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_models import write_tiny_set
+from tests.tiny_models import write_tiny_mamba, write_tiny_set
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +27,9 @@ def tiny_draft(tiny_models: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def tiny_other_vocab(tiny_models: dict[str, Path]) -> Path:
     return tiny_models["other"]
+
+
+@pytest.fixture(scope="session")
+def tiny_mamba(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny recurrent (Mamba) model: its memory cannot roll back."""
+    return write_tiny_mamba(tmp_path_factory.mktemp("tiny-mamba") / "tiny-mamba.gguf")

@@ -38,6 +38,9 @@ class TinySpec:
     weights_seed: int = 0  # seed of the shared embedding/output matrices
     blocks_seed: int = 1  # seed of the transformer blocks
     vocab_variant: int = 0  # 0 = the standard vocabulary; 1 = same size, different pieces
+    # a token id after which the model (greedily) ends: the EOS row of the output matrix points along
+    # that token's embedding (the draft shares the output matrix, so it predicts the end there too)
+    eos_after: int | None = None
     name: str = "tiny"
 
 
@@ -68,27 +71,14 @@ def vocabulary(variant: int = 0) -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def write_tiny_model(path: Path, spec: TinySpec) -> Path:
-    """Write a tiny llama GGUF at `path` and return it."""
-    tokens, scores, types = vocabulary(spec.vocab_variant)
-    n_vocab = len(tokens)
-    e, h, hkv, ff = spec.n_embd, spec.n_head, spec.n_head_kv, spec.n_ff
-    head_dim = e // h
-
-    shared = np.random.default_rng(spec.weights_seed)
-    blocks = np.random.default_rng(spec.blocks_seed)
-
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name(spec.name)
+def _writer(path: Path, arch: str, name: str, vocab_variant: int, n_layer: int, n_embd: int) -> gguf.GGUFWriter:
+    """A GGUF writer with the shared header: sizes, the SentencePiece vocabulary, special tokens, template."""
+    tokens, scores, types = vocabulary(vocab_variant)
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(name)
     w.add_context_length(4096)
-    w.add_embedding_length(e)
-    w.add_block_count(spec.n_layer)
-    w.add_feed_forward_length(ff)
-    w.add_head_count(h)
-    w.add_head_count_kv(hkv)
-    w.add_rope_dimension_count(head_dim)
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-5)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
@@ -103,6 +93,33 @@ def write_tiny_model(path: Path, spec: TinySpec) -> Path:
         "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
     )
+    return w
+
+
+def _finish(w: gguf.GGUFWriter, path: Path) -> Path:
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def write_tiny_model(path: Path, spec: TinySpec) -> Path:
+    """Write a tiny llama GGUF at `path` and return it."""
+    n_vocab = len(vocabulary(spec.vocab_variant)[0])
+    e, h, hkv, ff = spec.n_embd, spec.n_head, spec.n_head_kv, spec.n_ff
+    head_dim = e // h
+
+    shared = np.random.default_rng(spec.weights_seed)
+    blocks = np.random.default_rng(spec.blocks_seed)
+
+    w = _writer(path, "llama", spec.name, spec.vocab_variant, spec.n_layer, e)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(h)
+    w.add_head_count_kv(hkv)
+    w.add_rope_dimension_count(head_dim)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
 
     def f32(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=np.float32)
@@ -110,6 +127,9 @@ def write_tiny_model(path: Path, spec: TinySpec) -> Path:
     # numpy shape (rows, cols) = (out_features, in_features); the gguf writer reverses it for ggml
     emb = shared.standard_normal((n_vocab, e))
     out = shared.standard_normal((n_vocab, e)) * spec.output_scale / np.sqrt(e)
+    if spec.eos_after is not None:
+        direction = emb[spec.eos_after] / np.linalg.norm(emb[spec.eos_after])
+        out[2] = direction * 3.0 * spec.output_scale  # token 2 = </s>, the EOS
     w.add_tensor("token_embd.weight", f32(emb))
     for i in range(spec.n_layer):
         s = spec.block_scale
@@ -124,12 +144,46 @@ def write_tiny_model(path: Path, spec: TinySpec) -> Path:
         w.add_tensor(f"blk.{i}.ffn_down.weight", f32(blocks.standard_normal((e, ff)) * s / np.sqrt(ff)))
     w.add_tensor("output_norm.weight", f32(np.ones(e)))
     w.add_tensor("output.weight", f32(out))
+    return _finish(w, path)
 
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+
+def write_tiny_mamba(path: Path, n_layer: int = 2, n_embd: int = 64, seed: int = 5) -> Path:
+    """A tiny Mamba (recurrent: one running state per sequence, no KV cache) with the standard vocabulary.
+
+    Its memory cannot drop the last tokens of a sequence, so it cannot take part in speculative decoding;
+    plain decoding works.
+    """
+    n_vocab = len(vocabulary(0)[0])
+    d_inner, d_state, d_conv, dt_rank = 2 * n_embd, 8, 4, 4
+    rng = np.random.default_rng(seed)
+    w = _writer(path, "mamba", "tiny-mamba", 0, n_layer, n_embd)
+    w.add_feed_forward_length(0)
+    w.add_head_count(0)
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_inner_size(d_inner)
+    w.add_ssm_state_size(d_state)
+    w.add_ssm_time_step_rank(dt_rank)
+    w.add_layer_norm_rms_eps(1e-5)
+
+    def f32(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    # numpy shapes are (out, in): the reverse of ggml's
+    w.add_tensor("token_embd.weight", f32(rng.standard_normal((n_vocab, n_embd))))
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", f32(np.ones(n_embd)))
+        w.add_tensor(f"blk.{i}.ssm_in.weight", f32(rng.standard_normal((2 * d_inner, n_embd)) / np.sqrt(n_embd)))
+        w.add_tensor(f"blk.{i}.ssm_conv1d.weight", f32(rng.standard_normal((d_inner, d_conv)) / np.sqrt(d_conv)))
+        w.add_tensor(f"blk.{i}.ssm_conv1d.bias", f32(np.zeros(d_inner)))
+        w.add_tensor(f"blk.{i}.ssm_x.weight", f32(rng.standard_normal((dt_rank + 2 * d_state, d_inner)) / np.sqrt(d_inner)))
+        w.add_tensor(f"blk.{i}.ssm_dt.weight", f32(rng.standard_normal((d_inner, dt_rank)) / np.sqrt(dt_rank)))
+        w.add_tensor(f"blk.{i}.ssm_dt.bias", f32(np.full(d_inner, -2.0)))
+        w.add_tensor(f"blk.{i}.ssm_a", f32(-np.tile(np.arange(1, d_state + 1, dtype=np.float64), (d_inner, 1))))
+        w.add_tensor(f"blk.{i}.ssm_d", f32(np.ones(d_inner)))
+        w.add_tensor(f"blk.{i}.ssm_out.weight", f32(rng.standard_normal((n_embd, d_inner)) * 0.1 / np.sqrt(d_inner)))
+    w.add_tensor("output_norm.weight", f32(np.ones(n_embd)))
+    w.add_tensor("output.weight", f32(rng.standard_normal((n_vocab, n_embd)) * 6.0 / np.sqrt(n_embd)))
+    return _finish(w, path)
 
 
 TARGET = TinySpec(n_layer=4, blocks_seed=11, name="tiny-target")
