@@ -220,13 +220,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         repeat_penalty=args.repeat_penalty, seed=args.seed,
     )
     engine = Engine()
+    # the request's stop switch: Ctrl-C sets it (also while the models load: the generation then stops at once)
     cancel_once = threading.Event()
 
     def on_sigint(signum: int, frame: object) -> None:
         if cancel_once.is_set():
             raise KeyboardInterrupt
         cancel_once.set()
-        engine.cancel()
 
     old = signal.signal(signal.SIGINT, on_sigint)
     try:
@@ -248,10 +248,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             if args.system:
                 prompt_text = f"{args.system}\n\n{prompt_text}"
             tokens = engine.tokenize_prompt(prompt_text)
-            result = engine.generate(tokens, sampling, max_tokens=args.max_tokens, stop=args.stop, on_piece=on_piece)
+            result = engine.generate(tokens, sampling, max_tokens=args.max_tokens, stop=args.stop, on_piece=on_piece,
+                                     cancel=cancel_once)
         else:
             chat = ChatSession(engine, system_prompt=args.system)
-            result = chat.send(prompt_text, sampling, max_tokens=args.max_tokens, on_piece=on_piece, stop=args.stop)
+            result = chat.send(prompt_text, sampling, max_tokens=args.max_tokens, on_piece=on_piece, stop=args.stop,
+                               cancel=cancel_once)
     finally:
         signal.signal(signal.SIGINT, old)
         engine.close()
@@ -318,7 +320,14 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             return 0
         print(f"Chatting with {model_path.name}. Empty line or Ctrl-D to quit, Ctrl-C stops a reply.",
               file=sys.stderr)
-        old = signal.signal(signal.SIGINT, lambda *_: engine.cancel())
+        turn = [threading.Event()]  # the stop switch of the reply being written
+
+        def on_sigint(signum: int, frame: object) -> None:
+            if turn[0].is_set():
+                raise KeyboardInterrupt
+            turn[0].set()
+
+        old = signal.signal(signal.SIGINT, on_sigint)
         try:
             while True:
                 try:
@@ -327,7 +336,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
                     break
                 if not text.strip():
                     break
-                result = chat.send(text, sampling, max_tokens=args.max_tokens, on_piece=show)
+                turn[0] = threading.Event()
+                result = chat.send(text, sampling, max_tokens=args.max_tokens, on_piece=show, cancel=turn[0])
                 print(f"\n[{result.stats.summary()}]", file=sys.stderr)
         finally:
             signal.signal(signal.SIGINT, old)
@@ -465,22 +475,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(e: Exception) -> int:
+    from app.engine.bench import BenchError
+    from app.engine.chat_template import ChatTemplateError
+    from app.engine.errors import error_message
+    from app.engine.gguf_info import GGUFError
     from app.engine.llama_backend import EngineError
+    from app.engine.session import IncompatibleDraft
+    from app.library.reference_models import ReferenceModelError
 
-    code = EXIT_ERROR
-    try:
-        from app.engine.session import IncompatibleDraft
-
-        if isinstance(e, IncompatibleDraft):
-            code = EXIT_INCOMPATIBLE
-    except Exception:
-        pass
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if not isinstance(e, (EngineError, ValueError, OSError)) and e.__class__.__name__ not in (
-        "GGUFError", "ChatTemplateError", "ReferenceModelError", "BenchError",
-    ):
-        msg = f"{type(e).__name__}: {msg}"
-    print(f"tandem: {msg}", file=sys.stderr)
+    code = EXIT_INCOMPATIBLE if isinstance(e, IncompatibleDraft) else EXIT_ERROR
+    expected = (EngineError, ValueError, OSError, GGUFError, ChatTemplateError, ReferenceModelError, BenchError)
+    print(f"tandem: {error_message(e, expected)}", file=sys.stderr)
     if os.environ.get("TANDEM_DEBUG"):
         import traceback
 

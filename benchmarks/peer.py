@@ -159,7 +159,7 @@ class TandemSide:
         res = generate(eng.target.ctx, tokens, SamplingParams(temperature=0.0), proposer=proposer,
                        spec=SpecSettings(draft_max=max(n_max, 1), adaptive=adaptive), max_tokens=n)
         st = res.stats
-        after_first = st.total_seconds - st.time_to_first_token
+        after_first = st.decode_seconds  # after the first token and both prompts (as llama.cpp times it)
         gen = st.generated_tokens
         return {
             "tps": (gen - 1) / after_first if after_first > 0 else 0.0,

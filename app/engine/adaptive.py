@@ -2,33 +2,36 @@
 
 A fixed `draft_max` is a compromise: code and edits (long runs the draft gets right) want long drafts,
 prose (the draft is often wrong after two or three tokens) wants short ones, and a machine where the draft
-is almost as slow as the target wants hardly any. The controller measures, during the generation itself:
+is almost as slow as the target wants none at all. The controller measures, during the generation itself:
 
 * the **acceptance** α — the chance that the next guess is accepted given the previous ones were: counted
   as successes (accepted guesses) and failures (the one rejected guess that ended a round), with
   exponential forgetting (per guess: the last ~30 count) so it follows the text as it changes;
-* the **draft cost** per guessed token (seconds the proposer spent, per token drafted);
-* the **verify cost** of a batch of k tokens (seconds per target decode + sampling, per batch size k).
+* the **draft cost** of a round that guesses n tokens, per n (the proposer's own seconds);
+* the **verify cost** of a batch of k tokens, per k — k = 1 is the plain step, which the controller
+  measures first (its first round drafts nothing), since that is what drafting must beat.
 
-Both costs are tracked so that they follow a drop fast and a rise slowly: on a busy machine single
-measurements are often inflated by other programs, never deflated.
+Unmeasured lengths are read off a straight line through the measured ones (cost = base + slope · n).
+Costs follow a drop fast and a rise slowly: on a busy machine single measurements are often inflated by
+other programs, never deflated.
 
 A round with n guesses emits on average E(n) = 1 + α + … + α^n = (1 − α^(n+1)) / (1 − α) tokens and costs
-T(n) = n · draft + verify(n + 1); the controller picks the n in [0, max] with the highest E(n) / T(n) (the
-longest within 3 % of it: the optimum is flat, and fewer rounds mean less per-round overhead).
-n = 0 (no draft: a plain step) is allowed, so a useless draft switches itself off; every 16 plain steps
-one round drafts again, to notice when the text has become predictable.
+T(n) = draft(n) + verify(n + 1); the controller picks the n in [0, max] with the highest E(n) / T(n) (the
+longest within 3 % of it: the optimum is flat, and fewer rounds mean less per-round overhead). n = 0 (a
+plain step) is allowed, so a useless draft switches itself off. While it is off, a round drafts again now
+and then to notice when the text has become predictable: after 16 plain steps, then twice as many after
+each probe that changed nothing (up to 256). Where drafting would lose even if every guess were accepted
+(the draft is too slow next to the target on this machine), the text cannot help, so probes start at 64.
 
 **Draft confidence.** The draft model's top-token probability says when its next guess is likely wrong.
 Each guessed position is recorded with that probability and whether the target accepted it; from these
 the controller learns, per probability band, how often guesses are accepted, and returns a cut-off: the
 lowest probability at which one more guess is still worth its cost (acceptance × value of a token >
 marginal cost), never above 0.5 (stopping ends the whole draft, including the likely guesses after the
-unsure one). The speculative loop hands it to the draft model, which then stops drafting at the first
-guess below it.
+unsure one). The speculative loop hands it to the proposer, which stops at the first guess below it.
 
-Only `n_max` (and the draft's early stop) changes: the target still verifies every token, so greedy output
-stays token-identical to plain decoding.
+Only the draft length (and the draft's early stop) changes: the target still verifies every token, so
+greedy output stays token-identical to plain decoding.
 """
 
 from __future__ import annotations
@@ -69,7 +72,12 @@ class AdaptiveDraftController:
     """Picks the draft length of the next round (see the module docstring).
 
     Usage by the loop, each round: `n = next_length()`, propose at most n, verify, then `observe(...)`.
+    One controller may serve many generations of the same pair of models: what it learned carries over.
     """
+
+    PROBE_FIRST = 16  # plain steps before drafting is tried again
+    PROBE_HOPELESS = 64  # ... when drafting would lose even with every guess accepted
+    PROBE_MAX = 256
 
     def __init__(
         self,
@@ -98,17 +106,19 @@ class AdaptiveDraftController:
         self.learn_confidence = learn_confidence
         self._succ = _Decayed()
         self._fail = _Decayed()
-        self._draft_cost: float | None = None  # seconds per drafted token (EWMA)
-        self._verify: dict[int, float] = {}  # batch size -> seconds (EWMA)
+        self._draft: dict[int, float] = {}  # guesses drafted -> seconds of that round's drafting (tracked)
+        self._verify: dict[int, float] = {}  # batch size -> seconds (tracked)
         # per confidence band: decayed counts of (tried, accepted) guesses
         self._band_tried = [0.0] * len(_BANDS)
         self._band_acc = [0.0] * len(_BANDS)
         self._rounds = 0
         self._prev_asked = -1
         self._plain_streak = 0
-        self.probe_every = 16  # after this many plain steps in a row, one round drafts again to re-measure
+        self._probe_after = self.PROBE_FIRST
+        self._probing = False
         self.flat = 0.03
-        self._n = min(n_cap, max(n_min, n_start if n_start is not None else min(4, n_cap)))
+        self._n_start = min(n_cap, max(n_min, n_start if n_start is not None else min(4, n_cap)))
+        self._n = self._n_start
         self.history: list[int] = []  # the lengths chosen, for stats and tests
 
     # -- estimates ----------------------------------------------------------------------------------
@@ -119,74 +129,70 @@ class AdaptiveDraftController:
         f = self._fail.value + (1.0 - self.prior_alpha) * self.prior_weight
         return s / (s + f)
 
-    def _verify_line(self) -> tuple[float, float] | None:
-        """(base, slope): verify(k) ~ base + slope * k, from the measured batch sizes (None before any)."""
-        if not self._verify:
-            return None
-        pts = list(self._verify.items())
-        if len(pts) == 1:
-            k0, t0 = pts[0]
-            # one batch size seen: assume each extra token costs a fraction (the prior slope) of one
-            r = self.verify_slope_prior
-            unit = t0 / (1.0 + r * (k0 - 1))
-            return unit * (1.0 - r), unit * r
-        n = len(pts)
-        mk = sum(p[0] for p in pts) / n
-        mt = sum(p[1] for p in pts) / n
-        var = sum((p[0] - mk) ** 2 for p in pts)
-        slope = max(sum((p[0] - mk) * (p[1] - mt) for p in pts) / var, 0.0) if var > 0 else 0.0
-        return mt - slope * mk, slope
-
     def verify_cost(self, k: int) -> float | None:
         """Estimated seconds to verify a batch of k tokens (None before any measurement)."""
-        line = self._verify_line()
+        line = _line(self._verify, self.verify_slope_prior, through_origin=False)
         if line is None:
             return None
         return max(line[0] + line[1] * k, 1e-6)
 
-    @property
-    def draft_cost(self) -> float:
-        return self._draft_cost if self._draft_cost is not None else 0.0
+    def draft_cost(self, n: int) -> float:
+        """Estimated seconds to draft n guesses (0 before any measurement, and for n = 0)."""
+        if n <= 0:
+            return 0.0
+        line = _line(self._draft, 1.0, through_origin=True)
+        return 0.0 if line is None else max(line[0] + line[1] * n, 0.0)
 
-    def rate(self, n: int) -> float:
+    def rate(self, n: int, alpha: float | None = None) -> float:
         """Expected tokens per second of a round with n guesses (0 before costs are known)."""
         v = self.verify_cost(n + 1)
         if v is None:
             return 0.0
-        return expected_tokens(self.alpha, n) / (n * self.draft_cost + v)
+        a = self.alpha if alpha is None else alpha
+        return expected_tokens(a, n) / (self.draft_cost(n) + v)
+
+    @property
+    def hopeless(self) -> bool:
+        """Drafting would lose even if every guess were accepted (only costs known so far say so)."""
+        if not self._draft or 1 not in self._verify:
+            return False
+        plain = self.rate(0)
+        return all(self.rate(n, alpha=1.0) < plain for n in range(max(self.n_min, 1), self.n_cap + 1))
 
     # -- the two calls the loop makes -----------------------------------------------------------------
     def next_length(self) -> int:
         """How many tokens to draft in the next round (0 = a plain step)."""
-        line = self._verify_line()
-        if line is not None:
-            base, slope = line
-            alpha, draft = self.alpha, self.draft_cost
-            rates = [
-                expected_tokens(alpha, n) / (n * draft + max(base + slope * (n + 1), 1e-6))
-                for n in range(self.n_min, self.n_cap + 1)
-            ]
+        self._probing = False
+        if 1 not in self._verify and self.n_min == 0:
+            self._n = 0  # measure the plain step first: it is what drafting has to beat
+        elif not self._draft:
+            self._n = self._n_start  # measure a drafting round
+        else:
+            rates = [self.rate(n) for n in range(self.n_min, self.n_cap + 1)]
             best = max(rates)
             # the optimum is usually flat: take the longest length within `flat` of the best (fewer rounds,
             # so less of the per-round overhead the model leaves out)
             best_n = self.n_min + max(i for i, r in enumerate(rates) if r >= best * (1.0 - self.flat))
-            drafting = [(r, i) for i, r in enumerate(rates) if self.n_min + i > 0]
-            best_drafting = self.n_min + max(drafting)[1] if drafting else 1
             if best_n == 0:
-                # drafting looks useless; still probe now and then, in case the text changed
+                # drafting looks useless; still probe now and then, in case the text became predictable
                 self._plain_streak += 1
-                if self._plain_streak > self.probe_every:
+                wait = max(self._probe_after, self.PROBE_HOPELESS) if self.hopeless else self._probe_after
+                if self._plain_streak > wait:
                     self._plain_streak = 0
-                    best_n = best_drafting
+                    self._probe_after = min(2 * self._probe_after, self.PROBE_MAX)
+                    self._probing = True
+                    drafting = [(r, i) for i, r in enumerate(rates) if self.n_min + i > 0]
+                    best_n = self.n_min + max(drafting)[1] if drafting else 1
             else:
                 self._plain_streak = 0
+                self._probe_after = self.PROBE_FIRST
             self._n = best_n
         self.history.append(self._n)
         return self._n
 
     def confidence_cutoff(self) -> float:
         """The draft's top-token probability below which one more guess does not pay (0 = no cut)."""
-        if not self.learn_confidence or self._draft_cost is None or not self._verify:
+        if not self.learn_confidence or not self._draft or not self._verify:
             return 0.0
         v1 = self.verify_cost(1)
         v2 = self.verify_cost(2)
@@ -194,7 +200,7 @@ class AdaptiveDraftController:
             return 0.0
         # one more guess costs a draft step and one more verify row; it wins (when accepted) the time of
         # about one plain step
-        marginal = self.draft_cost + max(v2 - v1, 0.0)
+        marginal = max(self.draft_cost(2) - self.draft_cost(1), 0.0) + max(v2 - v1, 0.0)
         value = v1
         need = marginal / value if value > 0 else 1.0
         cut = 0.0
@@ -217,8 +223,7 @@ class AdaptiveDraftController:
         accepted: int,
         draft_seconds: float,
         verify_seconds: float,
-        top_probs: Sequence[float] = (),
-        first_round: bool = False,
+        confidences: Sequence[float] = (),
     ) -> None:
         """Record a finished round: `asked` = the length allowed, `drafted` guessed, `accepted` kept."""
         self._rounds += 1
@@ -233,30 +238,53 @@ class AdaptiveDraftController:
             d = self.decay ** (accepted + rejected)
             self._succ.add(float(accepted), d)
             self._fail.add(rejected, d)
-        # costs. Skipped: the first round (the draft reads the whole prompt) and a round after a plain step
-        # (the draft catches up on the tokens it missed): neither is the price of one more guess
-        if not first_round and not caught_up and drafted > 0 and draft_seconds >= 0.0:
-            self._draft_cost = _track(self._draft_cost, draft_seconds / drafted)
-        elif self._draft_cost is None and drafted == 0 and asked > 0:
+        # draft costs. Skipped: a round after a plain step (the draft catches up on the tokens it missed: not
+        # the price of a round that follows a drafting one)
+        if not caught_up and drafted > 0 and draft_seconds >= 0.0:
+            self._draft[drafted] = _track(self._draft.get(drafted), draft_seconds)
+        elif not self._draft and drafted == 0 and asked > 0:
             # prompt lookup found nothing: proposing itself is (nearly) free
-            self._draft_cost = max(draft_seconds, 0.0)
+            self._draft[1] = max(draft_seconds, 0.0)
         if verify_seconds > 0.0:
             k = drafted + 1
             self._verify[k] = _track(self._verify.get(k), verify_seconds)
         # confidence bands: positions that were tried (accepted ones, then the rejected one)
-        if top_probs:
-            tried = min(len(top_probs), accepted + (1 if accepted < drafted else 0))
+        if confidences:
+            tried = min(len(confidences), accepted + (1 if accepted < drafted else 0))
             for i in range(tried):
-                b = _band(top_probs[i])
+                b = _band(confidences[i])
                 self._band_tried[b] = self._band_tried[b] * 0.97 + 1.0
                 self._band_acc[b] = self._band_acc[b] * 0.97 + (1.0 if i < accepted else 0.0)
 
     def describe(self) -> str:
         v1 = self.verify_cost(1)
         return (
-            f"alpha={self.alpha:.2f} n={self._n} draft={self.draft_cost * 1e3:.1f}ms "
+            f"alpha={self.alpha:.2f} n={self._n} draft1={self.draft_cost(1) * 1e3:.1f}ms "
             f"verify1={(v1 or 0.0) * 1e3:.1f}ms cut={self.confidence_cutoff():.2f}"
         )
+
+
+def _line(points: dict[int, float], slope_prior: float, through_origin: bool) -> tuple[float, float] | None:
+    """(base, slope) of a cost line through measured (size, seconds) points; None before any.
+
+    With one point: verify costs assume each extra token costs `slope_prior` of the first one; draft costs
+    (`through_origin`) assume each guess costs the same. With more: least squares, the slope never negative.
+    """
+    if not points:
+        return None
+    pts = list(points.items())
+    if len(pts) == 1:
+        k0, t0 = pts[0]
+        if through_origin:
+            return 0.0, t0 / max(k0, 1)
+        unit = t0 / (1.0 + slope_prior * (k0 - 1))
+        return unit * (1.0 - slope_prior), unit * slope_prior
+    n = len(pts)
+    mk = sum(p[0] for p in pts) / n
+    mt = sum(p[1] for p in pts) / n
+    var = sum((p[0] - mk) ** 2 for p in pts)
+    slope = max(sum((p[0] - mk) * (p[1] - mt) for p in pts) / var, 0.0) if var > 0 else 0.0
+    return mt - slope * mk, slope
 
 
 def _track(old: float | None, new: float) -> float:

@@ -748,7 +748,7 @@ def run_benchmark(
                     st = res.stats
                     if st.stop_reason == "cancelled":
                         break
-                    after_first = max(st.total_seconds - st.time_to_first_token, 0.0)
+                    after_first = st.decode_seconds  # after the first token and both prompts
                     rec = RunRecord(
                         config=cfg.name, prompt_id=p.id, category=p.category, repeat=rep,
                         prompt_tokens=st.prompt_tokens, generated_tokens=st.generated_tokens,

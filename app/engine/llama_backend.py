@@ -18,7 +18,17 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-__all__ = ["EngineError", "LoadCancelled", "Model", "Context", "backend_info"]
+__all__ = [
+    "EngineError",
+    "LoadCancelled",
+    "DecodeAborted",
+    "RollbackFailed",
+    "SpeculationUnsupported",
+    "Model",
+    "Context",
+    "backend_info",
+    "common_prefix_length",
+]
 
 
 class EngineError(RuntimeError):
@@ -27,6 +37,18 @@ class EngineError(RuntimeError):
 
 class LoadCancelled(EngineError):
     """Loading was cancelled by the user."""
+
+
+class DecodeAborted(EngineError):
+    """A decode stopped early because its cancel event was set (the cache is as before the call)."""
+
+
+class SpeculationUnsupported(EngineError):
+    """A model whose memory cannot roll back was asked to take part in speculation (plain decoding works)."""
+
+
+class RollbackFailed(EngineError):
+    """The KV cache refused a partial rollback; the cache and the token mirror are both empty now."""
 
 
 _backend_lock = threading.Lock()
@@ -121,9 +143,40 @@ class Model:
         self.eos = int(llama_cpp.llama_vocab_eos(self.vocab))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.n_gpu_layers = n_gpu_layers
+        self.architecture = self._meta_str("general.architecture") or "unknown"
+        if llama_cpp.llama_model_is_hybrid(ptr):
+            self.memory_kind = "hybrid"
+        elif llama_cpp.llama_model_is_recurrent(ptr):
+            self.memory_kind = "recurrent"
+        else:
+            self.memory_kind = "attention"
         self._piece_cache: dict[int, bytes] = {}
         self._eog_cache: dict[int, bool] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
+
+    def _meta_str(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_model_meta_val_str(self.ptr, key.encode("utf-8"), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    @property
+    def can_roll_back(self) -> bool:
+        """Whether the model's memory can drop the last tokens of a sequence (what speculation needs).
+
+        Attention-only models can; recurrent (Mamba, RWKV) and hybrid (attention + recurrent layers) models
+        keep one running state per sequence that cannot be rewound to an earlier position.
+        """
+        return self.memory_kind == "attention"
+
+    def speculation_refusal(self, role: str) -> str | None:
+        """Why this model cannot take part in speculative decoding as `role` ("target" or "draft"), or None."""
+        if self.can_roll_back:
+            return None
+        return (
+            f"{self.path.name} is a {self.memory_kind} model ({self.architecture}): its memory cannot be rolled "
+            f"back to drop rejected guesses, so it cannot be the {role} of speculative decoding "
+            "(plain decoding works)"
+        )
 
     # -- vocabulary -------------------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
@@ -216,10 +269,13 @@ class Context:
         params.n_seq_max = 1
         params.n_threads = int(threads)
         params.n_threads_batch = int(n_threads_batch or threads)
-        self._abort = threading.Event()
+        # the cancel event of the decode running now: llama.cpp polls it between graph nodes
+        self._cancel: threading.Event | None = None
+        self._decoding = False
 
         def _abort_cb(_data: ctypes.c_void_p) -> bool:
-            return self._abort.is_set()
+            cancel = self._cancel
+            return cancel is not None and cancel.is_set()
 
         self._abort_cb = llama_cpp.ggml_abort_callback(_abort_cb)
         params.abort_callback = self._abort_cb
@@ -232,8 +288,13 @@ class Context:
         self.mem = llama_cpp.llama_get_memory(ptr)
         self.tokens: list[int] = []
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        batch = self._batch
+        for j in range(self.n_batch):  # one sequence: set once, never changes
+            batch.n_seq_id[j] = 1
+            batch.seq_id[j][0] = 0
         self._n_vocab = model.n_vocab
         self._logits_type = ctypes.c_float * self._n_vocab
+        self._exp_buf = np.empty(self._n_vocab, dtype=np.float32)  # scratch for top_probability()
 
     # -- KV cache ---------------------------------------------------------------------------------
     @property
@@ -248,13 +309,16 @@ class Context:
             n_keep = 0
         ok = llama_cpp.llama_memory_seq_rm(self.mem, 0, n_keep, -1)
         if not ok:
-            # a model whose memory cannot drop a partial sequence (recurrent): start over from the top
+            # a model whose memory cannot drop a partial sequence (recurrent): start over from the top, and
+            # keep the mirror true to the cache, so the next decode is positioned right
             llama_cpp.llama_memory_clear(self.mem, True)
+            self.tokens.clear()
             if n_keep > 0:
-                raise EngineError(
-                    f"{self.model.path.name}: the KV cache refused to roll back to position {n_keep} "
-                    "(recurrent models cannot be used for speculative decoding)"
+                raise RollbackFailed(
+                    f"{self.model.path.name}: the {self.model.memory_kind} model's memory refused to roll back "
+                    f"to position {n_keep}; its cache was cleared"
                 )
+            return
         del self.tokens[n_keep:]
 
     def clear(self) -> None:
@@ -263,59 +327,72 @@ class Context:
 
     def common_prefix(self, tokens: Sequence[int]) -> int:
         """How many leading tokens of `tokens` the cache already holds."""
-        cached = self.tokens
-        n = min(len(cached), len(tokens))
-        if n and cached[:n] == list(tokens[:n]):
-            return n
-        i = 0
-        while i < n and cached[i] == tokens[i]:
-            i += 1
-        return i
+        return common_prefix_length(self.tokens, tokens)
 
     # -- decoding ---------------------------------------------------------------------------------
-    def decode(self, tokens: Sequence[int], outputs: str = "last") -> int:
+    def decode(self, tokens: Sequence[int], outputs: str = "last", cancel: threading.Event | None = None) -> int:
         """Append `tokens` to the cache. `outputs` is "last" (logits for the last token only) or "all".
 
         Returns the number of logit rows produced by the final chunk (row i = token i of that chunk),
-        which is what `logits(i)` indexes. Long inputs are split into chunks of n_batch tokens.
+        which is what `logits(i)` indexes. Long inputs are split into chunks of n_batch tokens; with
+        outputs="all" they must fit one chunk, since only the final chunk's rows can be read. When `cancel`
+        is set (before or during the call) the decode stops and raises `DecodeAborted`, leaving the cache
+        as it was before the chunk that was running.
         """
         n = len(tokens)
         if n == 0:
             raise EngineError("nothing to decode")
+        if outputs == "all" and n > self.n_batch:
+            raise EngineError(
+                f"{n} tokens need logits but the batch size is {self.n_batch}: raise the batch size "
+                "(it must be at least draft tokens + 1)"
+            )
         if len(self.tokens) + n > self.n_ctx:
             raise EngineError(
                 f"context full: {len(self.tokens) + n} tokens needed, the context holds {self.n_ctx} "
                 "(raise the context length)"
             )
-        self._abort.clear()
+        if cancel is not None and cancel.is_set():
+            raise DecodeAborted("decoding was aborted")
         batch = self._batch
+        token, pos, logits = batch.token, batch.pos, batch.logits
+        all_rows = outputs == "all"
         start = 0
         rows = 0
-        while start < n:
-            chunk = tokens[start : start + self.n_batch]
-            m = len(chunk)
-            last_chunk = start + m >= n
-            pos0 = len(self.tokens)
-            for j, tok in enumerate(chunk):
-                batch.token[j] = tok
-                batch.pos[j] = pos0 + j
-                batch.n_seq_id[j] = 1
-                batch.seq_id[j][0] = 0
-                batch.logits[j] = 1 if (last_chunk and (outputs == "all" or j == m - 1)) else 0
-            batch.n_tokens = m
-            rc = llama_cpp.llama_decode(self.ptr, batch)
-            if rc != 0:
-                # the failed batch may have left partial entries: make the cache match our record again
-                llama_cpp.llama_memory_seq_rm(self.mem, 0, pos0, -1)
-                if rc == 2 or self._abort.is_set():
-                    raise EngineError("decoding was aborted")
-                if rc == 1:
-                    raise EngineError("no room in the KV cache for this batch (raise the context length)")
-                raise EngineError(f"llama_decode failed with code {rc}")
-            self.tokens.extend(chunk)
-            rows = m if outputs == "all" else 1
-            start += m
+        self._cancel = cancel
+        self._decoding = True
+        try:
+            while start < n:
+                chunk = tokens[start : start + self.n_batch]
+                m = len(chunk)
+                last_chunk = start + m >= n
+                pos0 = len(self.tokens)
+                for j, tok in enumerate(chunk):
+                    token[j] = tok
+                    pos[j] = pos0 + j
+                    logits[j] = last_chunk and (all_rows or j == m - 1)
+                batch.n_tokens = m
+                rc = llama_cpp.llama_decode(self.ptr, batch)
+                if rc != 0:
+                    # the failed batch may have left partial entries: make the cache match our record again
+                    llama_cpp.llama_memory_seq_rm(self.mem, 0, pos0, -1)
+                    if rc == 2 or (cancel is not None and cancel.is_set()):
+                        raise DecodeAborted("decoding was aborted")
+                    if rc == 1:
+                        raise EngineError("no room in the KV cache for this batch (raise the context length)")
+                    raise EngineError(f"llama_decode failed with code {rc}")
+                self.tokens.extend(chunk)
+                rows = m if all_rows else 1
+                start += m
+        finally:
+            self._cancel = None
+            self._decoding = False
         return rows
+
+    @property
+    def decoding(self) -> bool:
+        """Whether a `decode` call is running (true also while llama.cpp polls its cancel event)."""
+        return self._decoding
 
     def logits(self, i: int) -> np.ndarray:
         """Zero-copy view of the logits of output row `i` of the last decode (-1 = the last row)."""
@@ -324,9 +401,18 @@ class Context:
             raise EngineError(f"no logits for output row {i}")
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(self._logits_type)).contents)
 
-    def abort(self) -> None:
-        """Ask a running decode (e.g. a long prompt) to stop as soon as possible. Thread-safe."""
-        self._abort.set()
+    def argmax(self, i: int) -> int:
+        """The most likely token at output row `i` (the first one on a tie, like llama.cpp's greedy sampler)."""
+        return int(self.logits(i).argmax())
+
+    def top(self, i: int) -> tuple[int, float]:
+        """The most likely token at output row `i` and its softmax probability (numpy, no Python loop)."""
+        row = self.logits(i)
+        tok = int(row.argmax())
+        buf = self._exp_buf
+        np.subtract(row, row[tok], out=buf)
+        np.exp(buf, out=buf)
+        return tok, float(1.0 / buf.sum(dtype=np.float64))
 
     def close(self) -> None:
         if getattr(self, "ptr", None):
@@ -345,6 +431,23 @@ class Context:
             self.close()
         except Exception:
             pass
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share (list slices compared in C, bisecting to the difference)."""
+    a = a if isinstance(a, list) else list(a)
+    b = b if isinstance(b, list) else list(b)
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def extra_buffer_types_enabled() -> bool:

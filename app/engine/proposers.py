@@ -1,40 +1,99 @@
 """Proposers: whatever guesses the next few tokens for the target model to verify.
 
-One interface, two implementations (as in HF transformers' candidate generators):
+One interface (as in HF transformers' candidate generators), two implementations:
 
 * `DraftModelProposer` — a small model with the same tokenizer drafts greedily in its own context;
 * `PromptLookupProposer` — no second model: the longest recent n-gram of the conversation that appeared
   before is looked up, and what followed it then is proposed now (great for edits, code, quoting).
 
+The speculative loop talks to a proposer through `begin` (a generation starts), `propose` (a `Proposal`:
+the guessed tokens and, when the proposer has them, its confidence in each), `accepted` (how much of the
+last proposal the target kept) and `cached_tokens`. A proposer owns whatever it drafts with (its context,
+its index) and applies its own confidence cut-off; the loop never reaches into it.
+
 `history` is always the accepted tokens: prompt + generated so far, its last token the one the target
-sampled last (not yet in the target's KV cache).
+sampled last (not yet in the target's KV cache). Within one generation it only grows: the loop appends
+accepted tokens and never takes any back (rejected guesses never enter it).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-import numpy as np
+from app.engine.llama_backend import Context, SpeculationUnsupported
 
-from app.engine.llama_backend import Context
+__all__ = ["Proposal", "Proposer", "DraftModelProposer", "PromptLookupProposer"]
 
-__all__ = ["Proposer", "DraftModelProposer", "PromptLookupProposer"]
+
+@dataclass
+class Proposal:
+    """What a proposer guessed for one round.
+
+    `confidences[i]`: the proposer's probability for `tokens[i]` (None when it has no such measure);
+    `note`: something the user should know, said once (e.g. the draft model's context is full);
+    `exhausted`: it will guess nothing more in this generation, so the loop stops asking.
+    """
+
+    tokens: list[int] = field(default_factory=list)
+    confidences: list[float] | None = None
+    note: str = ""
+    exhausted: bool = False
 
 
 class Proposer(ABC):
-    name: str = "proposer"
+    name: ClassVar[str] = "proposer"
+    #: whether proposals carry a confidence per token (the adaptive controller learns a cut-off from them)
+    reports_confidence: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.seconds = 0.0  # time spent proposing (for the stats)
+        self.decodes = 0  # llama_decode calls made while proposing (a draft model's cost, for the stats)
+
+    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None) -> None:
+        """A generation starts from `prompt`; `cancel` stops the proposer's own decoding while it runs."""
+
+    def propose(
+        self,
+        history: Sequence[int],
+        n_max: int,
+        *,
+        min_confidence: float = 0.0,
+        want_confidence: bool = False,
+    ) -> Proposal:
+        """Up to `n_max` guesses for the tokens that follow `history`.
+
+        `min_confidence`: stop at the first guess the proposer is less sure of than this (on top of its own
+        cut-off); `want_confidence`: fill `Proposal.confidences` when the proposer can. Raises
+        `DecodeAborted` when the generation's cancel event is set while it decodes.
+        """
+        if n_max <= 0:
+            return Proposal()
+        t0 = time.perf_counter()
+        try:
+            proposal = self._propose(history, n_max, min_confidence, want_confidence)
+        finally:
+            self.seconds += time.perf_counter() - t0
+        del proposal.tokens[n_max:]
+        if proposal.confidences is not None:
+            del proposal.confidences[n_max:]
+        return proposal
 
     @abstractmethod
-    def propose(self, history: Sequence[int], n_max: int) -> list[int]:
-        """Up to `n_max` guesses for the tokens that follow `history`."""
+    def _propose(self, history: Sequence[int], n_max: int, min_confidence: float, want_confidence: bool) -> Proposal:
+        """The guesses (n_max >= 1); `propose` times the call and trims the result."""
 
-    def accepted(self, n_accepted_history: int) -> None:
-        """The target kept the first `n_accepted_history` tokens of the last history + draft; roll back the rest."""
+    def accepted(self, n_keep: int) -> None:
+        """The target kept the first `n_keep` tokens of the last history + proposal; roll back the rest."""
+
+    @property
+    def cached_tokens(self) -> int | None:
+        """Tokens in the proposer's own KV cache (None: it has none)."""
+        return None
 
     def reset(self) -> None:
         """Forget all state (a new conversation or a reloaded model)."""
@@ -46,63 +105,103 @@ class Proposer(ABC):
 class DraftModelProposer(Proposer):
     """Drafts greedily with a small model that shares the target's tokenizer.
 
-    Drafting stops early when the draft's top-token probability falls below `p_min` (the draft is unsure,
-    so its next guesses would mostly be rejected and only cost time).
+    Drafting stops early when the draft's top-token probability falls below the cut-off (its own `p_min`
+    or the round's `min_confidence`, whichever is higher): the draft is unsure, so its next guesses would
+    mostly be rejected and only cost time. It also stops after an end-of-generation token (nothing after
+    it can be emitted). Each round costs one decode for the tokens the draft has not seen yet (one batch)
+    plus one per further guess; the top token and its probability come from numpy over the logits row.
     """
 
     name = "draft-model"
+    reports_confidence = True
 
     def __init__(self, ctx: Context, p_min: float = 0.0) -> None:
         super().__init__()
-        self.ctx = ctx
+        refusal = ctx.model.speculation_refusal("draft")
+        if refusal is not None:
+            raise SpeculationUnsupported(refusal)
+        if not (0.0 <= p_min < 1.0):
+            raise ValueError(f"draft probability cutoff must be in [0, 1), got {p_min}")
+        self._ctx = ctx
         self.p_min = float(p_min)
-        self.last_top_probs: list[float] = []
+        self._cancel: threading.Event | None = None
+        self._in_generation = False  # between begin() and the next reset: the cache is a prefix of history
+        self._full = False  # the context cannot hold the conversation: no drafting until the next begin()
+        self._logits_at = -1  # the cache length at which the last decode's logits were taken
 
-    def propose(self, history: Sequence[int], n_max: int) -> list[int]:
-        if n_max <= 0:
-            return []
-        t0 = time.perf_counter()
-        ctx = self.ctx
-        # Bring the draft's cache to `history`: keep the common prefix, decode the rest in one batch.
-        n_common = ctx.common_prefix(history)
-        if n_common == len(history):
-            n_common -= 1  # we need fresh logits for the last token
-        ctx.truncate(n_common)
-        room = ctx.n_ctx - n_common
-        if room <= len(history) - n_common:
-            # the draft's context cannot hold the conversation any more: no drafting (the target goes on)
-            self.seconds += time.perf_counter() - t0
-            return []
-        ctx.decode(history[n_common:], outputs="last")
-        n_max = min(n_max, ctx.n_ctx - ctx.n_past)
-        draft: list[int] = []
+    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None) -> None:
+        """Keep what the cache shares with `prompt` (a chat's earlier turns) and decode the rest now."""
+        self._cancel = cancel
+        self._full = False
+        self._ctx.truncate(self._ctx.common_prefix(prompt))
+        self._in_generation = True
+        self._catch_up(prompt)
+
+    def _catch_up(self, history: Sequence[int]) -> bool:
+        """Bring the cache to exactly `history`, with the logits of its last token; False if it cannot hold it."""
+        ctx = self._ctx
+        n_cached = ctx.n_past  # the cache holds history[:n_cached]
+        if n_cached == len(history) and self._logits_at == n_cached:
+            return True  # the last decode ended with history's last token: its logits are at hand
+        if n_cached >= len(history):
+            n_cached = len(history) - 1  # fresh logits are needed for the last token
+            ctx.truncate(n_cached)
+        if len(history) > ctx.n_ctx:
+            self._full = True
+            return False
+        ctx.decode(history[n_cached:], outputs="last", cancel=self._cancel)
+        self.decodes += 1
+        self._logits_at = ctx.n_past
+        return True
+
+    def _propose(self, history: Sequence[int], n_max: int, min_confidence: float, want_confidence: bool) -> Proposal:
+        ctx = self._ctx
+        if not self._in_generation:  # used outside the loop: find what the cache shares with history
+            ctx.truncate(ctx.common_prefix(history))
+        if self._full or not self._catch_up(history):
+            return Proposal(
+                note=f"the draft model's context ({ctx.n_ctx} tokens) is full: the rest of this reply is "
+                "decoded without drafting (raise the draft context length)",
+                exhausted=True,
+            )
+        n_max = min(n_max, ctx.n_ctx - ctx.n_past + 1)  # the last guess needs no slot: it is never decoded
+        cut = max(self.p_min, min_confidence)
+        with_probs = want_confidence or cut > 0.0
+        is_eog = ctx.model.is_eog
+        cancel = self._cancel
+        tokens: list[int] = []
         probs: list[float] = []
-        p_min = self.p_min
         while True:
-            logits = ctx.logits(-1)
-            tok = int(np.argmax(logits))
-            if p_min > 0.0:
-                top = float(logits[tok])
-                p_top = 1.0 / float(np.exp(logits - top).sum())
-                if p_top < p_min:
+            if with_probs:
+                tok, p = ctx.top(-1)
+                if p < cut:
                     break
-                probs.append(p_top)
-            draft.append(tok)
-            if len(draft) >= n_max:
+                probs.append(p)
+            else:
+                tok = ctx.argmax(-1)
+            tokens.append(tok)
+            if len(tokens) >= n_max or is_eog(tok):
                 break
-            ctx.decode((tok,), outputs="last")
-        self.last_top_probs = probs
-        self.seconds += time.perf_counter() - t0
-        return draft
+            ctx.decode((tok,), outputs="last", cancel=cancel)
+            self.decodes += 1
+            self._logits_at = ctx.n_past
+        return Proposal(tokens, probs if with_probs else None)
 
-    def accepted(self, n_accepted_history: int) -> None:
-        self.ctx.truncate(n_accepted_history)
+    def accepted(self, n_keep: int) -> None:
+        self._ctx.truncate(n_keep)
+
+    @property
+    def cached_tokens(self) -> int:
+        return self._ctx.n_past
 
     def reset(self) -> None:
-        self.ctx.clear()
+        self._ctx.clear()
+        self._in_generation = False
+        self._full = False
+        self._logits_at = -1
 
     def close(self) -> None:
-        self.ctx.close()
+        self._ctx.close()
 
 
 class PromptLookupProposer(Proposer):
@@ -123,18 +222,24 @@ class PromptLookupProposer(Proposer):
             raise ValueError("prompt lookup needs 1 <= ngram_min <= ngram_max")
         self.ngram_max = ngram_max
         self.ngram_min = ngram_min
+        self.reset()
+
+    def reset(self) -> None:
         self._hist: list[int] = []
         self._indexed = 0  # n-grams ending before this position are in the index
         self._index: dict[tuple[int, ...], int] = {}
+        self._in_generation = False
 
-    def reset(self) -> None:
-        self._hist = []
-        self._indexed = 0
-        self._index = {}
+    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None) -> None:
+        # the index stays valid while the new prompt extends what it was built from (a chat's next turn)
+        n = len(self._hist)
+        if len(prompt) < n or list(prompt[:n]) != self._hist:
+            self.reset()
+        self._in_generation = True
 
     def _sync(self, history: Sequence[int]) -> None:
         n = len(self._hist)
-        if len(history) < n or list(history[:n]) != self._hist:
+        if not self._in_generation and (len(history) < n or list(history[:n]) != self._hist):
             self.reset()
             n = 0
         self._hist.extend(history[n:])
@@ -150,18 +255,15 @@ class PromptLookupProposer(Proposer):
                 index[tuple(hist[start : end + 1])] = end
         self._indexed = max(self._indexed, stop)
 
-    def propose(self, history: Sequence[int], n_max: int) -> list[int]:
-        if n_max <= 0 or len(history) < 2:
-            return []
-        t0 = time.perf_counter()
+    def _propose(self, history: Sequence[int], n_max: int, min_confidence: float, want_confidence: bool) -> Proposal:
+        if len(history) < 2:
+            return Proposal()
         self._sync(history)
         hist = self._hist
-        out: list[int] = []
         for n_gram in range(min(self.ngram_max, len(hist) - 1), self.ngram_min - 1, -1):
             end = self._index.get(tuple(hist[-n_gram:]))
             if end is not None:
                 out = hist[end + 1 : end + 1 + n_max]
                 if out:
-                    break
-        self.seconds += time.perf_counter() - t0
-        return list(out)
+                    return Proposal(out)
+        return Proposal()

@@ -81,6 +81,9 @@ class TargetSampler:
             add(self.ptr, llama_cpp.llama_sampler_init_temp(p.temperature))
             add(self.ptr, llama_cpp.llama_sampler_init_dist(self.seed))
         self._uses_history = p.repeat_penalty != 1.0 and p.repeat_last_n != 0
+        # plain greedy (no penalties): the chain only takes the arg-max, which numpy finds in the logits row
+        # without llama.cpp building a candidate array of the whole vocabulary for every verified row
+        self._argmax_only = p.greedy and not self._uses_history
 
     def prime(self, tokens: Iterable[int]) -> None:
         """Feed the prompt (for the repeat penalty window)."""
@@ -90,6 +93,8 @@ class TargetSampler:
 
     def sample(self, ctx: Context, row: int) -> int:
         """Sample the token at output row `row` of the context's last decode and accept it into the chain."""
+        if self._argmax_only:
+            return ctx.argmax(row)
         # llama_sampler_sample also accepts the chosen token into the chain
         return int(llama_cpp.llama_sampler_sample(self.ptr, ctx.ptr, row))
 

@@ -15,15 +15,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.engine.adaptive import AdaptiveDraftController
 from app.engine.chat_template import ChatTemplate, Message
 from app.engine.compat import Verdict, check_draft_compatibility
 from app.engine.gguf_info import ModelInfo, inspect_gguf
-from app.engine.llama_backend import Context, EngineError, Model
+from app.engine.llama_backend import Context, EngineError, Model, SpeculationUnsupported
 from app.engine.proposers import DraftModelProposer, PromptLookupProposer, Proposer
 from app.engine.sampling import SamplingParams
 from app.engine.speculative import GenerationResult, Piece, RoundInfo, SpecSettings, generate
 
-__all__ = ["ModelSettings", "Engine", "ChatSession", "IncompatibleDraft", "DRAFT_SOURCES"]
+__all__ = ["ModelSettings", "Engine", "ChatSession", "IncompatibleDraft", "SpeculationUnsupported", "DRAFT_SOURCES"]
 
 DRAFT_SOURCES = ("off", "draft-model", "prompt-lookup")
 
@@ -85,7 +86,8 @@ class Engine:
         self._draft: _Loaded | None = None
         self.proposer: Proposer | None = None
         self.spec = SpecSettings()
-        self._cancel = threading.Event()
+        self._running: threading.Event | None = None  # the cancel event of the generation running now
+        self._controller: AdaptiveDraftController | None = None
 
     # -- loading ------------------------------------------------------------------------------------
     @property
@@ -97,6 +99,16 @@ class Engine:
     @property
     def loaded(self) -> bool:
         return self._target is not None
+
+    @property
+    def adaptive_controller(self) -> AdaptiveDraftController | None:
+        """What the adaptive draft length learned so far for this pair and these settings (None: nothing yet)."""
+        return self._controller
+
+    @property
+    def speculation(self) -> str:
+        """What drafts now: "off" or the proposer's name ("draft-model", "prompt-lookup")."""
+        return "off" if self.proposer is None else self.proposer.name
 
     @property
     def draft_info(self) -> ModelInfo | None:
@@ -117,29 +129,50 @@ class Engine:
         """Load a draft model for speculation. Raises IncompatibleDraft (nothing loaded) if tokenizers differ."""
         target = self.target
         settings.validate()
+        self._refuse_speculation_on_target()
         verdict = check_draft_compatibility(target.info, inspect_gguf(settings.path))
         if not verdict.compatible:
             raise IncompatibleDraft(verdict)
         self.disable_speculation()
-        self._draft = _load(settings, progress)
-        self.proposer = DraftModelProposer(self._draft.ctx, p_min=self.spec.draft_p_min)
+        draft = _load(settings, progress)
+        try:
+            proposer = DraftModelProposer(draft.ctx)  # refuses a draft whose memory cannot roll back
+        except BaseException:
+            draft.close()
+            raise
+        self._draft = draft
+        self._set_proposer(proposer)
         return verdict
 
     def use_prompt_lookup(self, ngram_max: int = 4, ngram_min: int = 2) -> None:
+        self._refuse_speculation_on_target()
         self.disable_speculation()
-        self.proposer = PromptLookupProposer(ngram_max=ngram_max, ngram_min=ngram_min)
+        self._set_proposer(PromptLookupProposer(ngram_max=ngram_max, ngram_min=ngram_min))
+
+    def _refuse_speculation_on_target(self) -> None:
+        refusal = self.target.model.speculation_refusal("target")
+        if refusal is not None:
+            raise SpeculationUnsupported(refusal)
+
+    def _set_proposer(self, proposer: Proposer | None) -> None:
+        self.proposer = proposer
+        self._controller = None  # what the adaptive controller learned was about the previous pair
 
     def disable_speculation(self) -> None:
-        self.proposer = None
+        self._set_proposer(None)
         if self._draft is not None:
             self._draft.close()
             self._draft = None
 
     def set_spec(self, spec: SpecSettings) -> None:
         spec.validate()
+        if self._target is not None and spec.draft_max + 1 > self._target.ctx.n_batch:
+            raise ValueError(
+                f"draft tokens ({spec.draft_max}) + 1 must fit the batch size ({self._target.ctx.n_batch})"
+            )
+        if spec != self.spec:
+            self._controller = None
         self.spec = spec
-        if isinstance(self.proposer, DraftModelProposer):
-            self.proposer.p_min = spec.draft_p_min
 
     def unload(self) -> None:
         self.disable_speculation()
@@ -165,28 +198,43 @@ class Engine:
         stop: Sequence[str] = (),
         on_piece: Callable[[Piece], None] | None = None,
         on_round: Callable[[RoundInfo], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
-        self._cancel.clear()
-        return generate(
-            self.target.ctx,
-            prompt,
-            sampling,
-            proposer=self.proposer,
-            spec=self.spec,
-            max_tokens=max_tokens,
-            stop=stop,
-            cancel=self._cancel,
-            on_piece=on_piece,
-            on_round=on_round,
-        )
+        """Generate with the loaded models and speculation settings.
+
+        `cancel` is the request's own stop switch: a caller that may stop a request before it starts (a
+        queue) creates it with the request and sets it whenever; `Engine.cancel()` sets the one running now.
+        The adaptive controller is kept from one generation to the next while the pair and settings stay.
+        """
+        cancel = cancel if cancel is not None else threading.Event()
+        controller = None
+        if self.proposer is not None and self.spec.adaptive:
+            if self._controller is None:
+                self._controller = AdaptiveDraftController(self.spec.draft_max)
+            controller = self._controller
+        self._running = cancel
+        try:
+            return generate(
+                self.target.ctx,
+                prompt,
+                sampling,
+                proposer=self.proposer,
+                spec=self.spec,
+                max_tokens=max_tokens,
+                stop=stop,
+                cancel=cancel,
+                on_piece=on_piece,
+                on_round=on_round,
+                controller=controller,
+            )
+        finally:
+            self._running = None
 
     def cancel(self) -> None:
-        """Stop the running generation within one round (also interrupts a long prompt). Thread-safe."""
-        self._cancel.set()
-        if self._target is not None:
-            self._target.ctx.abort()
-        if self._draft is not None:
-            self._draft.ctx.abort()
+        """Stop the running generation within one decode (also a long prompt, also the draft's). Thread-safe."""
+        running = self._running
+        if running is not None:
+            running.set()
 
     def reset_cache(self) -> None:
         """Forget the cached conversation in both contexts."""
@@ -229,11 +277,12 @@ class ChatSession:
         max_tokens: int = 512,
         on_piece: Callable[[Piece], None] | None = None,
         stop: Sequence[str] = (),
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
         """Add a user message, generate the assistant's reply, and add it to the history."""
         self.messages.append(Message("user", user_text))
         try:
-            return self._reply(sampling, max_tokens, on_piece, stop)
+            return self._reply(sampling, max_tokens, on_piece, stop, cancel)
         except BaseException:
             self.messages.pop()
             raise
@@ -244,13 +293,14 @@ class ChatSession:
         max_tokens: int = 512,
         on_piece: Callable[[Piece], None] | None = None,
         stop: Sequence[str] = (),
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
         """Drop the last assistant reply and generate it again."""
         if self.messages and self.messages[-1].role == "assistant":
             self.messages.pop()
         if not self.messages or self.messages[-1].role != "user":
             raise EngineError("nothing to regenerate: the conversation has no user message")
-        return self._reply(sampling, max_tokens, on_piece, stop)
+        return self._reply(sampling, max_tokens, on_piece, stop, cancel)
 
     def _reply(
         self,
@@ -258,8 +308,10 @@ class ChatSession:
         max_tokens: int,
         on_piece: Callable[[Piece], None] | None,
         stop: Sequence[str],
+        cancel: threading.Event | None,
     ) -> GenerationResult:
         prompt = self.engine.tokenize_prompt(self.render(), special=True)
-        result = self.engine.generate(prompt, sampling, max_tokens=max_tokens, stop=stop, on_piece=on_piece)
+        result = self.engine.generate(prompt, sampling, max_tokens=max_tokens, stop=stop, on_piece=on_piece,
+                                      cancel=cancel)
         self.messages.append(Message("assistant", result.text))
         return result

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from app.engine.llama_backend import Context, EngineError
+from app.engine.adaptive import AdaptiveDraftController
+from app.engine.llama_backend import Context, DecodeAborted, EngineError, SpeculationUnsupported
 from app.engine.proposers import Proposer
 from app.engine.sampling import SamplingParams, TargetSampler
 
@@ -55,23 +56,24 @@ class Piece:
 
 @dataclass
 class RoundInfo:
-    drafted: int
-    accepted: int
-    emitted: int
-    target_kv: int
-    draft_kv: int | None
+    drafted: int  # guesses verified this round
+    accepted: int  # guesses the target agreed with and that were emitted
+    emitted: int  # tokens added to the output this round (an end-of-generation token is not one)
+    target_kv: int  # tokens in the target's KV cache after the rollback
+    draft_kv: int | None  # ... in the proposer's own cache (None: it has none)
 
 
 @dataclass
 class GenerationStats:
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0  # reused from the KV cache (chat prefix reuse): not processed again
-    prompt_seconds: float = 0.0
+    prompt_seconds: float = 0.0  # the target's prompt processing, plus the draft model's (draft_prompt_seconds)
+    draft_prompt_seconds: float = 0.0  # the draft model catching up on the prompt (after the first token)
     prompt_tokens_per_second: float = 0.0
-    time_to_first_token: float = 0.0
+    time_to_first_token: float = 0.0  # the target's prompt and the first sampled token
     generated_tokens: int = 0
-    decode_seconds: float = 0.0
-    decode_tokens_per_second: float = 0.0
+    decode_seconds: float = 0.0  # the decode rounds: from after both prompts to the end
+    decode_tokens_per_second: float = 0.0  # tokens after the first / decode_seconds
     drafted: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -81,9 +83,11 @@ class GenerationStats:
     draft_seconds: float = 0.0
     target_seconds: float = 0.0
     total_seconds: float = 0.0
+    draft_decodes: int = 0  # llama_decode calls of the draft model
     proposer: str = "none"
     draft_max: int = 0
     stop_reason: str = ""
+    notes: list[str] = field(default_factory=list)  # what the user should know (e.g. the draft context filled)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -176,11 +180,15 @@ def generate(
     cancel: threading.Event | None = None,
     on_piece: Callable[[Piece], None] | None = None,
     on_round: Callable[[RoundInfo], None] | None = None,
+    controller: AdaptiveDraftController | None = None,
 ) -> GenerationResult:
     """Generate up to `max_tokens` tokens after `prompt` with the target context (and a proposer).
 
     The target's KV cache is reused as far as it matches `prompt` (chat prefix reuse). Returns the text,
-    the token ids and the stats; streams pieces through `on_piece` as soon as they are final.
+    the token ids and the stats; streams pieces through `on_piece` as soon as they are final. `cancel`
+    (set from any thread, also before the call) ends the generation within one decode, with the text so
+    far and stop reason "cancelled". With `spec.adaptive`, `controller` chooses the draft lengths (a fresh
+    one when None; pass the same one again to keep what it learned about this machine and these models).
     """
     spec = spec or SpecSettings()
     spec.validate()
@@ -194,6 +202,15 @@ def generate(
             f"the prompt has {len(prompt)} tokens but the context holds {target.n_ctx}: "
             "raise the context length or shorten the conversation"
         )
+    if proposer is not None:
+        refusal = model.speculation_refusal("target")
+        if refusal is not None:
+            raise SpeculationUnsupported(refusal)
+        if spec.draft_max + 1 > target.n_batch:
+            raise EngineError(
+                f"the batch size ({target.n_batch}) must be at least draft tokens + 1 ({spec.draft_max + 1}): "
+                "every guess is verified in one batch"
+            )
     cancel = cancel or threading.Event()
     stats = GenerationStats(prompt_tokens=len(prompt), proposer=proposer.name if proposer else "none")
     stats.draft_max = spec.draft_max if proposer else 0
@@ -208,46 +225,47 @@ def generate(
             if on_piece is not None:
                 on_piece(p)
 
-    controller = None  # adaptive draft length (spec.adaptive)
-    use_confidence = False
-    saved_p_min = 0.0
     t_start = time.perf_counter()
+    t_decode = t_start  # when the decode rounds start (after both prompts and the first token)
+    draft_seconds0 = proposer.seconds if proposer is not None else 0.0
+    draft_decodes0 = proposer.decodes if proposer is not None else 0
+
+    def finish(stop_reason: str) -> GenerationResult:
+        emit(text.finish())
+        t_end = time.perf_counter()
+        stats.stop_reason = stop_reason
+        stats.generated_tokens = len(out_tokens)
+        stats.decode_seconds = t_end - t_decode if out_tokens else 0.0
+        after_first = max(len(out_tokens) - 1, 0)
+        d = stats.decode_seconds
+        stats.decode_tokens_per_second = after_first / d if d > 0 and after_first else 0.0
+        stats.rejected = stats.drafted - stats.accepted
+        stats.acceptance_rate = stats.accepted / stats.drafted if stats.drafted else 0.0
+        stats.mean_accepted_per_round = stats.accepted / stats.rounds if stats.rounds else 0.0
+        if proposer is not None:
+            stats.draft_seconds = proposer.seconds - draft_seconds0
+            stats.draft_decodes = proposer.decodes - draft_decodes0
+        stats.total_seconds = t_end - t_start
+        return GenerationResult("".join(text.text), out_tokens, stats, pieces)
+
     try:
         # -- prompt processing (reusing the cached prefix) ----------------------------------------
         n_common = target.common_prefix(prompt)
         if n_common == len(prompt):
             n_common -= 1  # the last prompt token must be decoded again to get its logits
+        if n_common < target.n_past and not model.can_roll_back:
+            n_common = 0  # a recurrent model's state cannot be cut back: process the whole prompt again
         target.truncate(n_common)
         stats.cached_prompt_tokens = n_common
         sampler.prime(prompt)
         try:
-            target.decode(prompt[n_common:], outputs="last")
-        except EngineError:
-            if cancel.is_set():
-                stats.stop_reason = "cancelled"
-                stats.total_seconds = time.perf_counter() - t_start
-                return GenerationResult("", [], stats, [])
-            raise
-        t_prompt = time.perf_counter()
-        stats.prompt_seconds = t_prompt - t_start
+            target.decode(prompt[n_common:], outputs="last", cancel=cancel)
+        except DecodeAborted:
+            return finish("cancelled")
+        stats.prompt_seconds = time.perf_counter() - t_start
         n_processed = len(prompt) - n_common
-        stats.prompt_tokens_per_second = n_processed / stats.prompt_seconds if stats.prompt_seconds > 0 else 0.0
 
-        history = list(prompt)
-        tok = sampler.sample(target, -1)
-        stats.time_to_first_token = time.perf_counter() - t_start
-        draft_seconds0 = proposer.seconds if proposer else 0.0
-        target_seconds = 0.0
-        if proposer is not None and spec.adaptive:
-            from app.engine.adaptive import AdaptiveDraftController
-
-            controller = AdaptiveDraftController(spec.draft_max)
-            # the draft model's confidence, unless the user fixed a cut-off of their own
-            use_confidence = spec.draft_p_min == 0.0 and hasattr(proposer, "p_min") and hasattr(
-                proposer, "last_top_probs"
-            )
-            if use_confidence:
-                saved_p_min = proposer.p_min
+        history = list(prompt)  # append-only: the prompt and every emitted token
         stop_reason = ""
 
         def take(token: int, from_draft: bool) -> bool:
@@ -267,7 +285,31 @@ def generate(
                 return True
             return False
 
-        done = take(tok, False)
+        # the first token comes from the prompt's logits: the user sees it before the draft reads the prompt
+        done = take(sampler.sample(target, -1), False)
+        stats.time_to_first_token = time.perf_counter() - t_start
+        if proposer is not None and not done:
+            # the proposer catches up on the prompt (a draft model decodes it): prompt processing, not decoding
+            t0 = time.perf_counter()
+            try:
+                proposer.begin(history, cancel)
+            except DecodeAborted:
+                return finish("cancelled")
+            finally:
+                stats.draft_prompt_seconds = time.perf_counter() - t0
+                stats.prompt_seconds += stats.draft_prompt_seconds
+        stats.prompt_tokens_per_second = n_processed / stats.prompt_seconds if stats.prompt_seconds > 0 else 0.0
+        draft_seconds0 = proposer.seconds if proposer is not None else 0.0
+        draft_decodes0 = proposer.decodes if proposer is not None else 0
+        if proposer is not None and spec.adaptive and controller is None:
+            controller = AdaptiveDraftController(spec.draft_max)
+        if proposer is None:
+            controller = None
+        t_decode = time.perf_counter()
+        # the draft's confidence cut-off: the user's, else (adaptive) the one the controller learns
+        learn_cutoff = controller is not None and spec.draft_p_min == 0.0 and proposer.reports_confidence
+        proposing = proposer is not None
+        target_seconds = 0.0
         while not done:
             if cancel.is_set():
                 stop_reason = "cancelled"
@@ -278,33 +320,46 @@ def generate(
                 break
             # -- propose --------------------------------------------------------------------------
             draft: list[int] = []
+            confidences: Sequence[float] = ()
             n_max = 0
             draft_t0 = proposer.seconds if proposer is not None else 0.0
-            if proposer is not None:
-                want = spec.draft_max
-                if controller is not None:
-                    want = controller.next_length()
-                    if use_confidence:
-                        # a tiny cut-off still makes the draft report its top probabilities
-                        proposer.p_min = max(controller.confidence_cutoff(), 1e-9)
+            if proposing:
+                want = controller.next_length() if controller is not None else spec.draft_max
                 n_max = min(want, max_tokens - len(out_tokens) - 1, target.n_ctx - n_past - 1)
                 if n_max > 0:
-                    draft = proposer.propose(history, n_max)[:n_max]
+                    cut = controller.confidence_cutoff() if learn_cutoff else spec.draft_p_min
+                    try:
+                        proposal = proposer.propose(history, n_max, min_confidence=cut, want_confidence=learn_cutoff)
+                    except DecodeAborted:
+                        stop_reason = "cancelled"
+                        break
+                    draft = proposal.tokens
+                    confidences = proposal.confidences or ()
+                    for i, t in enumerate(draft):
+                        if model.is_eog(t):  # nothing after an end-of-generation token can be emitted
+                            del draft[i + 1 :]
+                            break
+                    if proposal.note and proposal.note not in stats.notes:
+                        stats.notes.append(proposal.note)
+                    if proposal.exhausted:
+                        proposing = False
                     if len(draft) < spec.draft_min:
                         draft = []
             # -- verify in one batch --------------------------------------------------------------
             t0 = time.perf_counter()
             try:
-                target.decode([history[-1], *draft], outputs="all")
-            except EngineError:
-                if cancel.is_set():
-                    stop_reason = "cancelled"
-                    break
-                raise
+                target.decode([history[-1], *draft], outputs="all" if draft else "last", cancel=cancel)
+            except DecodeAborted:
+                stop_reason = "cancelled"
+                break
             n_acc = 0
+            n_out = len(out_tokens)
             for i in range(len(draft) + 1):
                 tok = sampler.sample(target, i)
                 if i < len(draft) and tok == draft[i]:
+                    if model.is_eog(tok):  # a right guess, but the end: not emitted, not kept in the cache
+                        done = take(tok, True)
+                        break
                     n_acc += 1
                     if take(tok, True):
                         done = True
@@ -321,8 +376,7 @@ def generate(
                     accepted=n_acc,
                     draft_seconds=proposer.seconds - draft_t0,
                     verify_seconds=verify_seconds,
-                    top_probs=proposer.last_top_probs if use_confidence and draft else (),
-                    first_round=stats.rounds == 0,
+                    confidences=confidences if learn_cutoff else (),
                 )
             # -- roll back to the accepted tokens -------------------------------------------------
             n_keep = n_past + 1 + n_acc
@@ -332,33 +386,18 @@ def generate(
             stats.rounds += 1
             stats.drafted += len(draft)
             stats.accepted += n_acc
+            stats.target_seconds = target_seconds
             if on_round is not None:
-                draft_ctx = getattr(proposer, "ctx", None)
                 on_round(
                     RoundInfo(
                         drafted=len(draft),
                         accepted=n_acc,
-                        emitted=n_acc + 1,
+                        emitted=len(out_tokens) - n_out,
                         target_kv=target.n_past,
-                        draft_kv=draft_ctx.n_past if draft_ctx is not None else None,
+                        draft_kv=proposer.cached_tokens if proposer is not None else None,
                     )
                 )
-        emit(text.finish())
-        t_end = time.perf_counter()
-        stats.stop_reason = stop_reason
-        stats.generated_tokens = len(out_tokens)
-        stats.decode_seconds = t_end - t_prompt
-        after_first = max(len(out_tokens) - 1, 0)
-        decode_time = t_end - (t_start + stats.time_to_first_token)
-        stats.decode_tokens_per_second = after_first / decode_time if decode_time > 0 and after_first else 0.0
-        stats.rejected = stats.drafted - stats.accepted
-        stats.acceptance_rate = stats.accepted / stats.drafted if stats.drafted else 0.0
-        stats.mean_accepted_per_round = stats.accepted / stats.rounds if stats.rounds else 0.0
-        stats.draft_seconds = (proposer.seconds - draft_seconds0) if proposer else 0.0
         stats.target_seconds = target_seconds
-        stats.total_seconds = t_end - t_start
-        return GenerationResult("".join(text.text), out_tokens, stats, pieces)
+        return finish(stop_reason)
     finally:
-        if use_confidence:
-            proposer.p_min = saved_p_min
         sampler.close()

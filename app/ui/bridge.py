@@ -22,7 +22,9 @@ from dataclasses import dataclass, field, replace
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from app.engine import bench
-from app.engine.chat_template import Message
+from app.engine.chat_template import ChatTemplateError, Message
+from app.engine.errors import error_message
+from app.engine.gguf_info import GGUFError
 from app.engine.llama_backend import EngineError, LoadCancelled, default_threads
 from app.engine.sampling import SamplingParams
 from app.engine.session import ChatSession, Engine, IncompatibleDraft, ModelSettings
@@ -38,11 +40,14 @@ BENCHMARK_BUSY = "A benchmark is running (Tools → Benchmark…): chat resumes 
 
 @dataclass
 class GenerateRequest:
+    """A reply to generate. `cancel` is its own stop switch: set it any time, also before the worker starts it."""
+
     messages: list[Message]
     system_prompt: str = ""
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int = 512
     stop: list[str] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -64,11 +69,7 @@ class BenchRequest:
 
 
 def _message(e: BaseException) -> str:
-    text = str(e).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
-    if isinstance(e, (EngineError, ValueError, OSError)) or type(e).__name__ in ("GGUFError", "ChatTemplateError"):
-        return line
-    return f"{type(e).__name__}: {line}"
+    return error_message(e, (EngineError, ValueError, OSError, GGUFError, ChatTemplateError))
 
 
 class EngineWorker(QObject):
@@ -209,7 +210,8 @@ class EngineWorker(QObject):
             prompt = self.engine.tokenize_prompt(chat.render(), special=True)
             live["t0"] = time.monotonic()
             result = self.engine.generate(prompt, request.sampling, max_tokens=request.max_tokens,
-                                          stop=request.stop, on_piece=on_piece, on_round=on_round)
+                                          stop=request.stop, on_piece=on_piece, on_round=on_round,
+                                          cancel=request.cancel)
         except BaseException as e:  # noqa: BLE001
             if buffer:
                 self.pieces.emit(request_id, list(buffer))
@@ -222,10 +224,6 @@ class EngineWorker(QObject):
             self.pieces.emit(request_id, list(buffer))
         self.finished.emit(request_id, result)
 
-    def _speculation(self) -> str:
-        proposer = self.engine.proposer
-        return "off" if proposer is None else str(getattr(proposer, "name", "draft-model"))
-
     @Slot(object)
     def run_benchmark(self, request: BenchRequest) -> None:
         """Benchmark with the loaded models; the engine's speculation is as before afterwards."""
@@ -237,7 +235,7 @@ class EngineWorker(QObject):
         try:
             if not engine.loaded:
                 raise bench.BenchError("load a target model first")
-            current = self._speculation()
+            current = engine.speculation
             if request.source is not None and request.source != current:
                 if current != "off":
                     raise bench.BenchError(f"speculation is already on ({current}): benchmark that, or turn it off")
@@ -334,6 +332,7 @@ class EngineBridge(QObject):
         self._shutdown.connect(self.worker.shutdown)
         self._next_id = 0
         self.generating = False
+        self._request: GenerateRequest | None = None  # the latest reply asked for (its cancel is Stop's target)
         self._bench: BenchRequest | None = None
         self.worker.finished.connect(self._done)
         self.worker.failed.connect(self._done)
@@ -384,6 +383,7 @@ class EngineBridge(QObject):
     def generate(self, request: GenerateRequest) -> int:
         self._next_id += 1
         self.generating = True
+        self._request = request
         self._generate.emit(self._next_id, request)
         return self._next_id
 
@@ -405,16 +405,19 @@ class EngineBridge(QObject):
             self._bench.cancel.set()
 
     def stop(self) -> None:
-        """Stop the running reply (thread-safe, returns at once; the reply ends within one round)."""
-        if self.thread.isRunning():
-            self.worker.cancel_generation()
+        """Stop the reply (thread-safe, returns at once): a running one ends within one decode, one the worker
+        has not started yet ends as soon as it starts, as a stopped reply."""
+        if self._request is not None:
+            self._request.cancel.set()
 
     def cancel_load(self) -> None:
         if self.thread.isRunning():
             self.worker.cancel_load()
 
-    def _done(self, *_args: object) -> None:
-        self.generating = False
+    def _done(self, request_id: int, *_args: object) -> None:
+        if request_id == self._next_id:  # the latest reply ended (an older one's end changes nothing)
+            self.generating = False
+            self._request = None
 
     def _bench_done(self, *_args: object) -> None:
         self._bench = None
@@ -423,6 +426,7 @@ class EngineBridge(QObject):
         """Stop generation, free the models in the worker thread, stop the thread. True if it stopped."""
         if not self.thread.isRunning():
             return True
+        self.stop()
         self.worker.cancel_generation()
         self.worker.cancel_load()
         self.cancel_benchmark()

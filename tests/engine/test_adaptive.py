@@ -22,7 +22,7 @@ def feed(c: AdaptiveDraftController, rounds: int, accept, draft_ms: float = 1.0,
         chosen.append(n)
         a = accept(n)
         c.observe(asked=n, drafted=n, accepted=a, draft_seconds=n * draft_ms * MS,
-                  verify_seconds=verify(n + 1) * MS, top_probs=probs(n) if probs else ())
+                  verify_seconds=verify(n + 1) * MS, confidences=probs(n) if probs else ())
     return chosen
 
 

@@ -340,15 +340,15 @@ def test_text_assembler_holds_back_a_possible_stop_string_and_joins_utf8():
 def test_prompt_lookup_finds_the_longest_recent_ngram():
     pl = PromptLookupProposer(ngram_max=3)
     hist = [1, 2, 3, 4, 5, 9, 9, 1, 2, 3]
-    assert pl.propose(hist, 3) == [4, 5, 9]
+    assert pl.propose(hist, 3).tokens == [4, 5, 9]
     hist += [4, 5]
-    assert pl.propose(hist, 2) == [9, 9]
+    assert pl.propose(hist, 2).tokens == [9, 9]
     # a different history resets the index
-    assert pl.propose([7, 8, 9, 7, 8], 2) == [9, 7]
-    assert pl.propose([1, 2], 4) == []
+    assert pl.propose([7, 8, 9, 7, 8], 2).tokens == [9, 7]
+    assert pl.propose([1, 2], 4).tokens == []
 
 
 def test_prompt_lookup_ignores_one_token_matches_by_default():
     hist = [7, 8, 9, 5, 7]  # only "7" recurs
-    assert PromptLookupProposer().propose(hist, 3) == []
-    assert PromptLookupProposer(ngram_min=1).propose(hist, 3) == [8, 9, 5]
+    assert PromptLookupProposer().propose(hist, 3).tokens == []
+    assert PromptLookupProposer(ngram_min=1).propose(hist, 3).tokens == [8, 9, 5]

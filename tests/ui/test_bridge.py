@@ -101,3 +101,20 @@ def test_shutdown_while_generating_is_prompt(qtbot, tiny_target):
     t0 = time.monotonic()
     assert b.shutdown()
     assert time.monotonic() - t0 < 5
+
+
+def test_stop_pressed_before_the_worker_starts_the_reply_ends_it_as_stopped(qtbot, bridge, tiny_draft):
+    """Stop right after Send, while the worker is still busy with the previous command (loading a draft)."""
+    bridge.load_draft(ModelSettings(tiny_draft, n_ctx=4096, n_threads=1))  # queued: the worker is busy with it
+    with qtbot.waitSignal(bridge.events.finished, timeout=60000) as done:
+        rid = bridge.generate(_request(4000))
+        bridge.stop()
+    result_id, result = done.args
+    assert result_id == rid
+    assert result.stats.stop_reason == "cancelled"
+    assert result.stats.generated_tokens == 0 and result.text == ""
+    assert not bridge.busy
+    # the next reply is not stopped by the old Stop
+    with qtbot.waitSignal(bridge.events.finished, timeout=60000) as done:
+        bridge.generate(_request(20))
+    assert done.args[1].stats.stop_reason == "max_tokens"
