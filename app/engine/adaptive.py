@@ -17,11 +17,14 @@ other programs, never deflated.
 
 A round with n guesses emits on average E(n) = 1 + α + … + α^n = (1 − α^(n+1)) / (1 − α) tokens and costs
 T(n) = draft(n) + verify(n + 1); the controller picks the n in [0, max] with the highest E(n) / T(n) (the
-longest within 3 % of it: the optimum is flat, and fewer rounds mean less per-round overhead). n = 0 (a
-plain step) is allowed, so a useless draft switches itself off. While it is off, a round drafts again now
-and then to notice when the text has become predictable: after 16 plain steps, then twice as many after
-each probe that changed nothing (up to 256). Where drafting would lose even if every guess were accepted
-(the draft is too slow next to the target on this machine), the text cannot help, so probes start at 64.
+longest within 3 % of it: the optimum is flat, and fewer rounds mean less per-round overhead), and drafts
+only when that beats a plain step (n = 0) by more than 3 %, so a useless draft switches itself off. While
+it is off, a round drafts again now and then to notice when the text has become predictable: after 16
+plain steps, then twice as many after each probe that changed nothing (up to 256). Where drafting could
+not gain even 10 % if every guess were accepted (the draft is too slow next to the target on this machine)
+no text can make it pay for a probe (a draft model first has to read the tokens it missed): the controller
+stays plain for 1024 steps (across replies: the engine keeps it), and tells the loop (`drafting_expected`)
+that the draft model need not even read the next prompts.
 
 **Draft confidence.** The draft model's top-token probability says when its next guess is likely wrong.
 Each guessed position is recorded with that probability and whether the target accepted it; from these
@@ -75,9 +78,10 @@ class AdaptiveDraftController:
     One controller may serve many generations of the same pair of models: what it learned carries over.
     """
 
-    PROBE_FIRST = 16  # plain steps before drafting is tried again
-    PROBE_HOPELESS = 64  # ... when drafting would lose even with every guess accepted
+    PROBE_FIRST = 16  # plain steps before drafting is tried again (doubling after each probe, up to PROBE_MAX)
     PROBE_MAX = 256
+    PROBE_HOPELESS_STEPS = 1024  # ... when drafting could not gain PROBE_MIN_GAIN even with every guess accepted
+    PROBE_MIN_GAIN = 0.10
 
     def __init__(
         self,
@@ -108,6 +112,7 @@ class AdaptiveDraftController:
         self._fail = _Decayed()
         self._draft: dict[int, float] = {}  # guesses drafted -> seconds of that round's drafting (tracked)
         self._verify: dict[int, float] = {}  # batch size -> seconds (tracked)
+        self._fitted: tuple[tuple[float, float] | None, tuple[float, float] | None] | None = None
         # per confidence band: decayed counts of (tried, accepted) guesses
         self._band_tried = [0.0] * len(_BANDS)
         self._band_acc = [0.0] * len(_BANDS)
@@ -115,7 +120,6 @@ class AdaptiveDraftController:
         self._prev_asked = -1
         self._plain_streak = 0
         self._probe_after = self.PROBE_FIRST
-        self._probing = False
         self.flat = 0.03
         self._n_start = min(n_cap, max(n_min, n_start if n_start is not None else min(4, n_cap)))
         self._n = self._n_start
@@ -129,9 +133,18 @@ class AdaptiveDraftController:
         f = self._fail.value + (1.0 - self.prior_alpha) * self.prior_weight
         return s / (s + f)
 
+    def _lines(self) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+        """The (verify, draft) cost lines, fitted once per new measurement."""
+        if self._fitted is None:
+            self._fitted = (
+                _line(self._verify, self.verify_slope_prior, through_origin=False),
+                _line(self._draft, 1.0, through_origin=True),
+            )
+        return self._fitted
+
     def verify_cost(self, k: int) -> float | None:
         """Estimated seconds to verify a batch of k tokens (None before any measurement)."""
-        line = _line(self._verify, self.verify_slope_prior, through_origin=False)
+        line = self._lines()[0]
         if line is None:
             return None
         return max(line[0] + line[1] * k, 1e-6)
@@ -140,7 +153,7 @@ class AdaptiveDraftController:
         """Estimated seconds to draft n guesses (0 before any measurement, and for n = 0)."""
         if n <= 0:
             return 0.0
-        line = _line(self._draft, 1.0, through_origin=True)
+        line = self._lines()[1]
         return 0.0 if line is None else max(line[0] + line[1] * n, 0.0)
 
     def rate(self, n: int, alpha: float | None = None) -> float:
@@ -153,42 +166,56 @@ class AdaptiveDraftController:
 
     @property
     def hopeless(self) -> bool:
-        """Drafting would lose even if every guess were accepted (only costs known so far say so)."""
+        """Even if every guess were accepted, drafting would gain less than PROBE_MIN_GAIN over plain steps.
+
+        Then probing is not worth its price: a probe after m plain steps makes a draft model first read
+        those m tokens, which costs more than such a small gain can win back.
+        """
         if not self._draft or 1 not in self._verify:
             return False
-        plain = self.rate(0)
-        return all(self.rate(n, alpha=1.0) < plain for n in range(max(self.n_min, 1), self.n_cap + 1))
+        bar = self.rate(0) * (1.0 + self.PROBE_MIN_GAIN)
+        return all(self.rate(n, alpha=1.0) < bar for n in range(max(self.n_min, 1), self.n_cap + 1))
 
     # -- the two calls the loop makes -----------------------------------------------------------------
     def next_length(self) -> int:
         """How many tokens to draft in the next round (0 = a plain step)."""
-        self._probing = False
         if 1 not in self._verify and self.n_min == 0:
             self._n = 0  # measure the plain step first: it is what drafting has to beat
         elif not self._draft:
             self._n = self._n_start  # measure a drafting round
         else:
-            rates = [self.rate(n) for n in range(self.n_min, self.n_cap + 1)]
-            best = max(rates)
-            # the optimum is usually flat: take the longest length within `flat` of the best (fewer rounds,
-            # so less of the per-round overhead the model leaves out)
-            best_n = self.n_min + max(i for i, r in enumerate(rates) if r >= best * (1.0 - self.flat))
-            if best_n == 0:
-                # drafting looks useless; still probe now and then, in case the text became predictable
-                self._plain_streak += 1
-                wait = max(self._probe_after, self.PROBE_HOPELESS) if self.hopeless else self._probe_after
-                if self._plain_streak > wait:
-                    self._plain_streak = 0
-                    self._probe_after = min(2 * self._probe_after, self.PROBE_MAX)
-                    self._probing = True
-                    drafting = [(r, i) for i, r in enumerate(rates) if self.n_min + i > 0]
-                    best_n = self.n_min + max(drafting)[1] if drafting else 1
-            else:
-                self._plain_streak = 0
-                self._probe_after = self.PROBE_FIRST
-            self._n = best_n
+            self._n = self._choose()
         self.history.append(self._n)
         return self._n
+
+    def _choose(self) -> int:
+        lo = max(self.n_min, 1)
+        rates = {n: self.rate(n) for n in range(lo, self.n_cap + 1)}
+        best = max(rates.values())
+        # the optimum is usually flat: the longest length within `flat` of the best (fewer rounds, so less of
+        # the per-round overhead the model leaves out)
+        drafting_n = max(n for n, r in rates.items() if r >= best * (1.0 - self.flat))
+        # drafting has to beat the plain step clearly: a tie goes to plain decoding, which is never slower
+        if self.n_min > 0 or best > self.rate(0) * (1.0 + self.flat):
+            self._plain_streak = 0
+            self._probe_after = self.PROBE_FIRST
+            return drafting_n
+        # drafting looks useless; still probe now and then, in case the text became predictable
+        self._plain_streak += 1
+        if self.hopeless:
+            # it would lose even with every guess accepted: no text can change that, only the machine's load
+            if self._plain_streak <= self.PROBE_HOPELESS_STEPS:
+                return 0
+        elif self._plain_streak <= self._probe_after:
+            return 0
+        self._plain_streak = 0
+        self._probe_after = min(2 * self._probe_after, self.PROBE_MAX)
+        return drafting_n
+
+    @property
+    def drafting_expected(self) -> bool:
+        """False once drafting is known not to pay here (a draft model then need not read the prompt)."""
+        return not (self._draft and self._verify and self.hopeless)
 
     def confidence_cutoff(self) -> float:
         """The draft's top-token probability below which one more guess does not pay (0 = no cut)."""
@@ -227,6 +254,7 @@ class AdaptiveDraftController:
     ) -> None:
         """Record a finished round: `asked` = the length allowed, `drafted` guessed, `accepted` kept."""
         self._rounds += 1
+        self._fitted = None
         caught_up = self._prev_asked == 0
         self._prev_asked = asked
         # acceptance: every accepted guess is a success; the guess that ended the round a failure. Rounds

@@ -54,8 +54,12 @@ class Proposer(ABC):
         self.seconds = 0.0  # time spent proposing (for the stats)
         self.decodes = 0  # llama_decode calls made while proposing (a draft model's cost, for the stats)
 
-    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None) -> None:
-        """A generation starts from `prompt`; `cancel` stops the proposer's own decoding while it runs."""
+    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None, *, catch_up: bool = True) -> None:
+        """A generation starts from `prompt`; `cancel` stops the proposer's own decoding while it runs.
+
+        `catch_up`: read the prompt now (a draft model decodes it), rather than at the first proposal —
+        False when the loop does not expect to draft at all (then it costs nothing unless a proposal comes).
+        """
 
     def propose(
         self,
@@ -129,13 +133,14 @@ class DraftModelProposer(Proposer):
         self._full = False  # the context cannot hold the conversation: no drafting until the next begin()
         self._logits_at = -1  # the cache length at which the last decode's logits were taken
 
-    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None) -> None:
+    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None, *, catch_up: bool = True) -> None:
         """Keep what the cache shares with `prompt` (a chat's earlier turns) and decode the rest now."""
         self._cancel = cancel
         self._full = False
         self._ctx.truncate(self._ctx.common_prefix(prompt))
         self._in_generation = True
-        self._catch_up(prompt)
+        if catch_up:
+            self._catch_up(prompt)
 
     def _catch_up(self, history: Sequence[int]) -> bool:
         """Bring the cache to exactly `history`, with the logits of its last token; False if it cannot hold it."""
@@ -230,7 +235,7 @@ class PromptLookupProposer(Proposer):
         self._index: dict[tuple[int, ...], int] = {}
         self._in_generation = False
 
-    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None) -> None:
+    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None, *, catch_up: bool = True) -> None:
         # the index stays valid while the new prompt extends what it was built from (a chat's next turn)
         n = len(self._hist)
         if len(prompt) < n or list(prompt[:n]) != self._hist:

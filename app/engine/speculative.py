@@ -288,11 +288,16 @@ def generate(
         # the first token comes from the prompt's logits: the user sees it before the draft reads the prompt
         done = take(sampler.sample(target, -1), False)
         stats.time_to_first_token = time.perf_counter() - t_start
+        if proposer is not None and spec.adaptive and controller is None:
+            controller = AdaptiveDraftController(spec.draft_max)
+        if proposer is None:
+            controller = None
         if proposer is not None and not done:
-            # the proposer catches up on the prompt (a draft model decodes it): prompt processing, not decoding
+            # the proposer catches up on the prompt (a draft model decodes it): prompt processing, not decoding;
+            # skipped where the adaptive controller knows drafting does not pay on this machine
             t0 = time.perf_counter()
             try:
-                proposer.begin(history, cancel)
+                proposer.begin(history, cancel, catch_up=controller is None or controller.drafting_expected)
             except DecodeAborted:
                 return finish("cancelled")
             finally:
@@ -301,10 +306,6 @@ def generate(
         stats.prompt_tokens_per_second = n_processed / stats.prompt_seconds if stats.prompt_seconds > 0 else 0.0
         draft_seconds0 = proposer.seconds if proposer is not None else 0.0
         draft_decodes0 = proposer.decodes if proposer is not None else 0
-        if proposer is not None and spec.adaptive and controller is None:
-            controller = AdaptiveDraftController(spec.draft_max)
-        if proposer is None:
-            controller = None
         t_decode = time.perf_counter()
         # the draft's confidence cut-off: the user's, else (adaptive) the one the controller learns
         learn_cutoff = controller is not None and spec.draft_p_min == 0.0 and proposer.reports_confidence

@@ -88,14 +88,48 @@ def test_learns_a_confidence_cutoff_from_the_drafts_top_probabilities():
         return next((i for i, p in enumerate(ps) if p < 0.5), n)
 
     assert c.confidence_cutoff() == 0.0  # nothing measured yet
-    feed(c, 40, accept, draft_ms=8.0, verify=lambda k: 15 + 4 * k, probs=probs)
+    feed(c, 40, accept, draft_ms=3.0, verify=lambda k: 15 + 4 * k, probs=probs)
     cut = c.confidence_cutoff()
     assert 0.3 < cut <= 0.6
 
     # a draft whose unsure guesses are right anyway: no cut
     c2 = AdaptiveDraftController(8, n_start=6)
-    feed(c2, 40, accept=lambda n: n, draft_ms=8.0, verify=lambda k: 15 + 4 * k, probs=probs)
+    feed(c2, 40, accept=lambda n: n, draft_ms=3.0, verify=lambda k: 15 + 4 * k, probs=probs)
     assert c2.confidence_cutoff() == 0.0
+
+
+def test_measures_the_plain_step_first():
+    c = AdaptiveDraftController(8)
+    chosen = feed(c, 3, accept=lambda n: n)
+    assert chosen[0] == 0 and chosen[1] > 0
+
+
+# costs measured on SmolLM2-135M (2 threads): the Q4_1 draft ~5.8 ms a guess; verify batches of k tokens
+F16_VERIFY = lambda k: 7.8 + 2.7 * (k - 1)  # noqa: E731 - an F16 target: batches cost almost linearly
+F32_VERIFY = lambda k: 14.6 + 1.25 * (k - 1)  # noqa: E731 - an F32 target: a batch costs little more than one
+
+
+def test_switches_off_for_good_where_drafting_loses_even_with_every_guess_accepted():
+    c = AdaptiveDraftController(8)
+    chosen = feed(c, 200, accept=lambda n: n, draft_ms=5.8, verify=F16_VERIFY)
+    assert c.hopeless and not c.drafting_expected
+    assert all(n == 0 for n in chosen[4:]), chosen[:12]  # no probes: the text cannot make it pay
+    assert sum(chosen) <= 8
+
+
+def test_stays_at_the_cap_where_drafting_wins():
+    c = AdaptiveDraftController(8)
+    chosen = feed(c, 60, accept=lambda n: n, draft_ms=5.8, verify=F32_VERIFY)
+    assert not c.hopeless and c.drafting_expected
+    assert chosen[3:] == [8] * 57
+
+
+def test_probes_find_predictable_text_again_after_switching_off():
+    c = AdaptiveDraftController(8)
+    feed(c, 80, accept=lambda n: 0, draft_ms=2.0, verify=F32_VERIFY)
+    assert c.next_length() == 0 and not c.hopeless and c.drafting_expected
+    chosen = feed(c, 60, accept=lambda n: n, draft_ms=2.0, verify=F32_VERIFY)
+    assert chosen[-1] == 8
 
 
 def test_rejects_bad_settings():
