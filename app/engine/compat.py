@@ -121,6 +121,13 @@ def _adds(flag: bool | None, token: str) -> str:
 
 def check_draft_compatibility(target: ModelInfo, draft: ModelInfo) -> Verdict:
     """Whether `draft` can propose tokens for `target`; `reason` says why (not) in one line."""
+    for info, role in ((target, "target"), (draft, "draft")):
+        if info.has_recurrent_state:
+            return Verdict(
+                False,
+                f"the {role} ({info.architecture}) keeps a recurrent state that cannot be rolled back to drop "
+                "rejected guesses: it cannot take part in speculative decoding",
+            )
     if target.tokenizer_model != draft.tokenizer_model:
         return Verdict(
             False,

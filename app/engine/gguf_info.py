@@ -164,6 +164,14 @@ class ModelInfo:
     def display_name(self) -> str:
         return f"{self.name} ({self.quantization})"
 
+    @property
+    def has_recurrent_state(self) -> bool:
+        """Whether the architecture keeps a running (recurrent) state: Mamba/SSM, RWKV, short-convolution
+        layers — alone or in a hybrid with attention. Read from the metadata keys such models carry; llama.cpp
+        says for sure once the model is loaded (`llama_backend.Model.memory_kind`)."""
+        prefixes = tuple(f"{self.architecture}.{part}." for part in _RECURRENT_KEY_PARTS)
+        return any(key.startswith(prefixes) for key in self.metadata)
+
     def token_bytes(self) -> tuple[bytes, ...]:
         """Raw text of every token, by id. Re-read from the file on demand and cached (a few, by path)."""
         st = _stat(self.path)
@@ -172,6 +180,10 @@ class ModelInfo:
     def tokens(self) -> tuple[str, ...]:
         """Token texts decoded as UTF-8 (invalid bytes replaced); compare `token_bytes()` for exactness."""
         return tuple(t.decode("utf-8", "replace") for t in self.token_bytes())
+
+
+# metadata groups only models with a recurrent state have ("mamba.ssm.state_size", "rwkv7.wkv.head_size", ...)
+_RECURRENT_KEY_PARTS = ("ssm", "wkv", "shortconv", "rwkv")
 
 
 def to_json(info: ModelInfo) -> dict[str, Any]:

@@ -147,6 +147,17 @@ def test_tiny_models(tiny_target: Path, tiny_draft: Path, tiny_other_vocab: Path
     assert verdict.reason.startswith("different tokenizer: token ")
 
 
+def test_a_model_with_a_recurrent_state_is_refused_as_draft_or_target(
+    tiny_target: Path, tiny_draft: Path, tiny_mamba: Path
+) -> None:
+    target, draft, mamba = inspect_gguf(tiny_target), inspect_gguf(tiny_draft), inspect_gguf(tiny_mamba)
+    assert mamba.has_recurrent_state and not target.has_recurrent_state and not draft.has_recurrent_state
+    as_draft = check_draft_compatibility(target, mamba)  # same vocabulary: only the state rules it out
+    assert not as_draft.compatible and "the draft (mamba)" in as_draft.reason and "rolled back" in as_draft.reason
+    as_target = check_draft_compatibility(mamba, draft)
+    assert not as_target.compatible and "the target (mamba)" in as_target.reason
+
+
 @pytest.mark.real_model
 def test_real_smollm2_f16_and_q4_are_compatible(smollm2_f16_path: Path, smollm2_q4_path: Path) -> None:
     f16, q4 = inspect_gguf(smollm2_f16_path), inspect_gguf(smollm2_q4_path)
