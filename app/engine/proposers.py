@@ -53,6 +53,7 @@ class Proposer(ABC):
     def __init__(self) -> None:
         self.seconds = 0.0  # time spent proposing (for the stats)
         self.decodes = 0  # llama_decode calls made while proposing (a draft model's cost, for the stats)
+        self.decoded_tokens = 0  # ... and the tokens they evaluated (a catch-up call may hold several)
 
     def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None, *, catch_up: bool = True) -> None:
         """A generation starts from `prompt`; `cancel` stops the proposer's own decoding while it runs.
@@ -156,6 +157,7 @@ class DraftModelProposer(Proposer):
             return False
         ctx.decode(history[n_cached:], outputs="last", cancel=self._cancel)
         self.decodes += 1
+        self.decoded_tokens += len(history) - n_cached
         self._logits_at = ctx.n_past
         return True
 
@@ -189,6 +191,7 @@ class DraftModelProposer(Proposer):
                 break
             ctx.decode((tok,), outputs="last", cancel=cancel)
             self.decodes += 1
+            self.decoded_tokens += 1
             self._logits_at = ctx.n_past
         return Proposal(tokens, probs if with_probs else None)
 

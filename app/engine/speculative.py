@@ -83,7 +83,8 @@ class GenerationStats:
     draft_seconds: float = 0.0
     target_seconds: float = 0.0
     total_seconds: float = 0.0
-    draft_decodes: int = 0  # llama_decode calls of the draft model
+    draft_decodes: int = 0  # llama_decode calls of the draft model during the decode rounds
+    draft_decoded_tokens: int = 0  # ... and the tokens they evaluated
     proposer: str = "none"
     draft_max: int = 0
     stop_reason: str = ""
@@ -229,6 +230,7 @@ def generate(
     t_decode = t_start  # when the decode rounds start (after both prompts and the first token)
     draft_seconds0 = proposer.seconds if proposer is not None else 0.0
     draft_decodes0 = proposer.decodes if proposer is not None else 0
+    draft_tokens0 = proposer.decoded_tokens if proposer is not None else 0
 
     def finish(stop_reason: str) -> GenerationResult:
         emit(text.finish())
@@ -245,6 +247,7 @@ def generate(
         if proposer is not None:
             stats.draft_seconds = proposer.seconds - draft_seconds0
             stats.draft_decodes = proposer.decodes - draft_decodes0
+            stats.draft_decoded_tokens = proposer.decoded_tokens - draft_tokens0
         stats.total_seconds = t_end - t_start
         return GenerationResult("".join(text.text), out_tokens, stats, pieces)
 
@@ -306,6 +309,7 @@ def generate(
         stats.prompt_tokens_per_second = n_processed / stats.prompt_seconds if stats.prompt_seconds > 0 else 0.0
         draft_seconds0 = proposer.seconds if proposer is not None else 0.0
         draft_decodes0 = proposer.decodes if proposer is not None else 0
+        draft_tokens0 = proposer.decoded_tokens if proposer is not None else 0
         t_decode = time.perf_counter()
         # the draft's confidence cut-off: the user's, else (adaptive) the one the controller learns
         learn_cutoff = controller is not None and spec.draft_p_min == 0.0 and proposer.reports_confidence

@@ -302,3 +302,17 @@ def test_a_new_proposer_plugs_into_the_loop(models):
         assert res.stats.proposer == "oracle"
         assert res.stats.acceptance_rate == 1.0
         assert res.stats.rounds == 4  # 29 tokens after the first, 8 per round
+
+
+def test_draft_stats_count_its_decode_calls_and_the_tokens_they_evaluated(models):
+    target, draft = models
+    prompt = target.tokenize(PROMPT)
+    with Context(target, n_ctx=256, n_threads=2) as tc, Context(draft, n_ctx=256, n_threads=2) as dc:
+        res = generate(tc, prompt, GREEDY, proposer=DraftModelProposer(dc), spec=SpecSettings(draft_max=6),
+                       max_tokens=60)
+        st = res.stats
+        assert 0 < st.draft_decodes <= st.draft_decoded_tokens
+        # the draft evaluates each accepted token once and each rejected guess at most once (the prompt was
+        # read in begin(), counted as prompt time)
+        assert st.draft_decoded_tokens <= st.generated_tokens + st.drafted
+        assert st.draft_prompt_seconds > 0 and st.prompt_seconds > st.draft_prompt_seconds
