@@ -7,8 +7,14 @@ Runs, interleaved round by round (so a machine whose speed drifts slows both sid
   bare one-token ``llama_decode`` calls (what llama-bench itself times), to separate the kernels from Python;
 * ``llama-speculative-simple --spec-type draft-simple --spec-draft-n-max K`` — and Tandem with the same
   draft model and the same K, on the same prompt text, greedy, N tokens;
-* optionally prompt lookup: ``llama-speculative-simple --spec-type ngram-simple`` and Tandem's prompt lookup
-  on an edit prompt, each next to Tandem plain on that prompt.
+* optionally Tandem's adaptive draft length (``--adaptive``), next to Tandem plain and its best fixed length;
+* prompt lookup: ``llama-speculative-simple --spec-type ngram-simple`` and Tandem's prompt lookup on an edit
+  prompt, each next to Tandem plain on that prompt (``--no-lookup`` leaves it out).
+
+It also profiles the draft side: Tandem's draft milliseconds per generated token next to llama-bench's cost
+of the same draft file at the same depth, times the draft decode calls (and the tokens they evaluated) per
+emitted token. With ``--draft none`` only plain decoding is compared (e.g. a K-quant file with no draft).
+Exits 1 if any greedy Tandem run differs from Tandem's plain run.
 
 The peer tools come from ``shared/peer/build-llama-tools.sh``. Tandem loads models without llama.cpp's
 extra buffer types (repacked weights / AMX), so the peer tools get the same setting (``--repack 0``,
@@ -17,7 +23,9 @@ JSON with every measurement.
 
 Usage::
 
-    python benchmarks/peer.py                                   # SmolLM2 F16 target, Q4_1 draft, 2 threads
+    python benchmarks/peer.py --adaptive                        # SmolLM2 F32 target, Q4_1 draft, 2 threads
+    python benchmarks/peer.py --target f16 --adaptive --no-lookup
+    python benchmarks/peer.py --target gemma --draft none       # plain decoding of a K-quant file
     python benchmarks/peer.py --target T.gguf --draft D.gguf --threads 4 --draft-max 3,5,8 --json out.json
 """
 
@@ -134,7 +142,7 @@ class TandemSide:
         self.engine = Engine()
         self.engine.load_target(ModelSettings(target, n_ctx=ctx, n_threads=threads))
         self.draft_proposer = None
-        if draft is not None:
+        if draft is not None:  # None: plain decoding only
             self.engine.load_draft(ModelSettings(draft, n_ctx=ctx, n_threads=threads))
             self.draft_proposer = self.engine.proposer
 
@@ -164,10 +172,13 @@ class TandemSide:
         return {
             "tps": (gen - 1) / after_first if after_first > 0 else 0.0,
             "tokens": gen,
+            "token_ids": list(res.tokens),
             "prompt_tokens": len(tokens),
             "drafted": st.drafted,
             "accepted": st.accepted,
             "acceptance": st.acceptance_rate,
+            "draft_decodes_per_token": st.draft_decodes / max(gen - 1, 1),
+            "draft_tokens_per_token": st.draft_decoded_tokens / max(gen - 1, 1),
             "draft_ms_per_token": 1000 * st.draft_seconds / max(gen - 1, 1),
             "target_ms_per_token": 1000 * st.target_seconds / max(gen - 1, 1),
             "other_ms_per_token": 1000 * max(after_first - st.draft_seconds - st.target_seconds, 0) / max(gen - 1, 1),
@@ -195,10 +206,20 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def _model_path(choice: str | None, default: str) -> Path:
+    from app.library import reference_models as rm
+
+    named = {"f16": rm.smollm2_f16, "f32": rm.smollm2_f32, "q4_1": rm.smollm2_q4_1, "gemma": rm.gemma3_270m}
+    key = (choice or default).lower()
+    return named[key]() if key in named else Path(choice)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", help="target GGUF (default: SmolLM2-135M-Instruct F16, built from the Q4_1)")
-    ap.add_argument("--draft", help="draft GGUF (default: SmolLM2-135M-Instruct Q4_1)")
+    ap.add_argument("--target", help="target: f32 (default), f16, gemma, q4_1 (SmolLM2 / Gemma reference models) or "
+                    "a GGUF path")
+    ap.add_argument("--draft", help="draft: q4_1 (default: SmolLM2-135M-Instruct Q4_1), a GGUF path, or none "
+                    "(plain decoding only: llama-bench vs Tandem)")
     ap.add_argument("--bin", action="append", default=[],
                     help="folder with llama-bench and llama-speculative-simple (repeat to compare several builds)")
     ap.add_argument("--threads", "-t", type=int, default=2)
@@ -215,19 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write every measurement here")
     args = ap.parse_args(argv)
 
-    from app.library import reference_models
-
-    target = Path(args.target) if args.target else reference_models.smollm2_f16()
-    draft = Path(args.draft) if args.draft else reference_models.smollm2_q4_1()
+    target = _model_path(args.target, "f32")
+    draft = None if (args.draft or "").lower() == "none" else _model_path(args.draft, "q4_1")
     peers = [(build_label(b), b) for b in (find_bin_dir(x) for x in (args.bin or [None]))]
     if len({label for label, _ in peers}) < len(peers):
         peers = [(f"{label} [{i + 1}]", b) for i, (label, b) in enumerate(peers)]
-    ks = [int(k) for k in args.draft_max.split(",") if k.strip()]
+    ks = [int(k) for k in args.draft_max.split(",") if k.strip()] if draft is not None else []
     repack = args.peer_repack
+    lookup_runs = not args.no_lookup and draft is not None
     for label, b in peers:
         print(f"peer tools: {label}: {b}", file=sys.stderr)
-    print(f"target {target.name}, draft {draft.name}, {args.threads} threads, n={args.n}, greedy, "
-          f"peer repack {'on' if repack else 'off'}", file=sys.stderr)
+    print(f"target {target.name}, draft {draft.name if draft else 'none'}, {args.threads} threads, n={args.n}, "
+          f"greedy, peer repack {'on' if repack else 'off'}", file=sys.stderr)
 
     side = TandemSide(target, draft, args.threads, args.ctx)
     prompt_text = side.render(args.prompt)
@@ -255,11 +275,12 @@ def main(argv: list[str] | None = None) -> int:
             add("tg_target", "tandem", side.generate(prompt_text, args.n))
             add("tg_target", "tandem_raw", side.raw_decode(args.n))
             add("tg_depth", "tandem_raw", side.raw_decode(args.n, prefill=prompt_tokens))
-            for label, b in peers:
-                try:
-                    add("tg_draft", label, llama_bench_tg(b, draft, args.threads, args.n, repack))
-                except RuntimeError as e:
-                    add("tg_draft", "error", f"{label}: {e}")
+            if draft is not None:
+                for label, b in peers:
+                    try:
+                        add("tg_draft", label, llama_bench_tg(b, draft, args.threads, args.n, repack, depth=depth))
+                    except RuntimeError as e:
+                        add("tg_draft", "error", f"{label}: {e}")
             for k in ks:
                 for label, b in peers:
                     try:
@@ -268,10 +289,10 @@ def main(argv: list[str] | None = None) -> int:
                     except RuntimeError as e:
                         add(f"draft-{k}", "error", f"{label}: {e}")
                 add(f"draft-{k}", "tandem", side.generate(prompt_text, args.n, side.draft_proposer, k))
-            if args.adaptive:
+            if args.adaptive and draft is not None:
                 add("adaptive", "tandem", side.generate(prompt_text, args.n, side.draft_proposer, max(ks + [8]),
                                                         adaptive=True))
-            if not args.no_lookup:
+            if lookup_runs:
                 add("lookup", "tandem_plain", side.generate(edit_text, args.n))
                 add("lookup", "tandem", side.generate(edit_text, args.n, lookup, 8))
                 # Tandem's default for prompt lookup: the adaptive length, up to 16
@@ -301,6 +322,16 @@ def main(argv: list[str] | None = None) -> int:
         vals = [v[f] for v in results.get(key, {}).get(name, []) if isinstance(v, dict)]
         return _median(vals)
 
+    # greedy output of every Tandem run against Tandem's plain run of the same prompt
+    plain_ids = [v["token_ids"] for v in results.get("tg_target", {}).get("tandem", [])]
+    spec_keys = [f"draft-{k}" for k in ks] + (["adaptive"] if args.adaptive and draft is not None else [])
+    identical = all(ids == plain_ids[0] for ids in plain_ids) and all(
+        v["token_ids"] == plain_ids[0] for key in spec_keys for v in results.get(key, {}).get("tandem", []))
+    lookup_plain = [v["token_ids"] for v in results.get("lookup", {}).get("tandem_plain", [])]
+    if lookup_plain:
+        identical &= all(v["token_ids"] == lookup_plain[0] for name in ("tandem", "tandem_adaptive")
+                         for v in results["lookup"].get(name, []))
+
     pairs = []
     for label, _ in peers:
         pairs.append((f"plain decode, target: llama-bench tg ({label}) vs Tandem generate()", "tg_target", label,
@@ -312,43 +343,66 @@ def main(argv: list[str] | None = None) -> int:
         pairs.append((f"plain decode after the {depth}-token prompt: llama-bench tg -d {depth} ({label}) vs Tandem "
                       "bare llama_decode", "tg_depth", label, "tg_depth", "tandem_raw", ""))
     for k in ks:
+        pairs.append((f"draft model, max {k}: Tandem plain vs Tandem", "tg_target", "tandem", f"draft-{k}", "tandem",
+                      "≥ 1.45 (max 8, F32 target)" if k == 8 else ""))
         for label, _ in peers:
             pairs.append((f"draft model, max {k}: speculative-simple ({label}) vs Tandem", f"draft-{k}", label,
-                          f"draft-{k}", "tandem", "≥ 1.5"))
-    if not args.no_lookup:
+                          f"draft-{k}", "tandem", "≥ 1.35 (max 8, F32 target)" if k == 8 else ""))
+    if args.adaptive and ks:
+        best_k = max(ks, key=lambda k: tps(f"draft-{k}", "tandem"))
+        pairs.append(("adaptive: Tandem plain vs Tandem adaptive", "tg_target", "tandem", "adaptive", "tandem",
+                      "≥ 0.97 (F16 target)"))
+        pairs.append((f"adaptive: Tandem's best fixed length (max {best_k}) vs Tandem adaptive", f"draft-{best_k}",
+                      "tandem", "adaptive", "tandem", "≥ 0.95 (F32 target)"))
+    if lookup_runs:
         for label, _ in peers:
             pairs.append((f"edit prompt: speculative-simple ngram-simple ({label}) vs Tandem prompt lookup",
                           "lookup", label, "lookup", "tandem", ""))
         pairs.append(("edit prompt: Tandem plain vs Tandem prompt lookup, max 8", "lookup", "tandem_plain", "lookup",
-                      "tandem", "≥ 1.8"))
+                      "tandem", ""))
         pairs.append(("edit prompt: Tandem plain vs Tandem prompt lookup, adaptive (cap 16, the default)", "lookup",
-                      "tandem_plain", "lookup", "tandem_adaptive", "≥ 1.8"))
+                      "tandem_plain", "lookup", "tandem_adaptive", ""))
     rows = [(name, tps(ka, a), tps(kb, b), best(ka, a), best(kb, b), goal) for name, ka, a, kb, b, goal in pairs]
+    print()
+    print(f"target {target.name}, draft {draft.name if draft else 'none'}, {args.threads} threads, {args.n} tokens, "
+          f"greedy, {args.repeats} rounds")
     print()
     print("| measurement | reference tok/s (median / best) | Tandem tok/s (median / best) | ratio of medians | "
           "ratio of bests | target |")
     print("|---|---:|---:|---:|---:|---|")
     for name, a, b, ab, bb, goal in rows:
         print(f"| {name} | {a:.1f} / {ab:.1f} | {b:.1f} / {bb:.1f} | {b / a:.2f} | {bb / ab:.2f} | {goal} |")
-    print()
     labels = [label for label, _ in peers]
-    print("| draft max | " + " | ".join(f"{lb} acceptance" for lb in labels)
-          + " | Tandem acceptance | Tandem ms/token: draft / target / other |")
-    print("|---:|" + "---:|" * len(labels) + "---:|---|")
-    for k in ks:
-        key = f"draft-{k}"
-        peer_acc = " | ".join(f"{field(key, lb, 'acceptance'):.0%}" for lb in labels)
-        print(f"| {k} | {peer_acc} | {field(key, 'tandem', 'acceptance'):.0%} | "
-              f"{field(key, 'tandem', 'draft_ms_per_token'):.1f} / {field(key, 'tandem', 'target_ms_per_token'):.1f} / "
-              f"{field(key, 'tandem', 'other_ms_per_token'):.1f} |")
-    print(f"\nplain Tandem ms/token: target {field('tg_target', 'tandem', 'target_ms_per_token'):.1f}, "
-          f"other {field('tg_target', 'tandem', 'other_ms_per_token'):.1f}")
+    if ks:
+        # the draft side next to llama-bench's cost for the draft file at the same depth: one decode call costs at
+        # least a tg step; a catch-up call evaluates two tokens (the last guess and the target's own token)
+        print()
+        print("| draft max | " + " | ".join(f"{lb} acceptance" for lb in labels)
+              + " | Tandem acceptance | Tandem ms/token: draft / target / other | draft calls / tokens evaluated "
+              "per emitted token | llama-bench draft ms × calls (× tokens) | Tandem draft ms / that |")
+        print("|---:|" + "---:|" * len(labels) + "---:|---|---|---|---|")
+        tg_ms = 1000.0 / tps("tg_draft", labels[0]) if labels else float("nan")
+        for k in ks:
+            key = f"draft-{k}"
+            peer_acc = " | ".join(f"{field(key, lb, 'acceptance'):.0%}" for lb in labels)
+            calls, toks = field(key, "tandem", "draft_decodes_per_token"), field(key, "tandem", "draft_tokens_per_token")
+            dms = field(key, "tandem", "draft_ms_per_token")
+            print(f"| {k} | {peer_acc} | {field(key, 'tandem', 'acceptance'):.0%} | "
+                  f"{dms:.2f} / {field(key, 'tandem', 'target_ms_per_token'):.2f} / "
+                  f"{field(key, 'tandem', 'other_ms_per_token'):.2f} | {calls:.2f} / {toks:.2f} | "
+                  f"{tg_ms * calls:.2f} ({tg_ms * toks:.2f}) | {dms / (tg_ms * calls):.2f} "
+                  f"({dms / (tg_ms * toks):.2f}) |")
+    print(f"\nplain Tandem ms/token: target {field('tg_target', 'tandem', 'target_ms_per_token'):.2f}, "
+          f"other {field('tg_target', 'tandem', 'other_ms_per_token'):.3f}")
     for lb in labels:
-        print(f"llama-bench tg on the draft file ({lb}): {tps('tg_draft', lb):.1f} tok/s (best "
-              f"{best('tg_draft', lb):.1f})")
-    if args.adaptive:
+        if draft is not None:
+            print(f"llama-bench tg -d {depth} on the draft file ({lb}): {tps('tg_draft', lb):.1f} tok/s (best "
+                  f"{best('tg_draft', lb):.1f})")
+    if args.adaptive and draft is not None:
         print(f"Tandem adaptive: {tps('adaptive', 'tandem'):.1f} tok/s (best {best('adaptive', 'tandem'):.1f}), "
-              f"acceptance {field('adaptive', 'tandem', 'acceptance'):.0%}")
+              f"acceptance {field('adaptive', 'tandem', 'acceptance'):.0%}, draft calls per token "
+              f"{field('adaptive', 'tandem', 'draft_decodes_per_token'):.2f}")
+    print(f"greedy output of every Tandem run token-identical to Tandem plain: {'yes' if identical else 'NO'}")
     errors = [e for r in results.values() for e in r.get("error", [])]
     for e in sorted(set(errors)):
         print(f"error: {e}")
@@ -359,13 +413,14 @@ def main(argv: list[str] | None = None) -> int:
                 for v in vals:
                     if isinstance(v, dict):
                         v.pop("text", None)
+                        v.pop("token_ids", None)
         Path(args.json).write_text(json.dumps({
-            "target": str(target), "draft": str(draft), "threads": args.threads, "n": args.n,
-            "peer_repack": repack, "load_average": [load0, load1], "results": results,
+            "target": str(target), "draft": str(draft) if draft else None, "threads": args.threads, "n": args.n,
+            "peer_repack": repack, "load_average": [load0, load1], "identical": identical, "results": results,
             "table": [{"measurement": r[0], "reference_median": r[1], "tandem_median": r[2], "reference_best": r[3],
                        "tandem_best": r[4], "target": r[5]} for r in rows],
         }, indent=2) + "\n")
-    return 0
+    return 0 if identical else 1
 
 
 if __name__ == "__main__":

@@ -100,6 +100,8 @@ class GenerationStats:
         )
         if self.drafted:
             s += f" · accepted {self.accepted}/{self.drafted} draft tokens ({self.acceptance_rate:.0%})"
+        for note in self.notes:
+            s += f" · {note}"
         return s
 
 

@@ -138,7 +138,10 @@ def parse_stats(text: str | None) -> tuple[GenerationStats | None, str | None]:
     error = data.get("error")
     error = error if isinstance(error, str) and error else None
     known = {f.name: f for f in fields(GenerationStats)}
-    values = {k: v for k, v in data.items() if k in known and isinstance(v, (int, float, str))}
+    values = {
+        k: v for k, v in data.items()
+        if k in known and (isinstance(v, (int, float, str)) or (isinstance(v, list) and all(isinstance(x, str) for x in v)))
+    }
     if not values:
         return None, error
     try:

@@ -27,6 +27,7 @@ from app.ui.message_view import (
     align_rendered,
     draft_color,
     parse_stats,
+    stats_json,
 )
 
 LOAD_TIMEOUT_MS = 60_000
@@ -721,3 +722,15 @@ def test_chat_view_rename_delete_through_list(qtbot, store, bridge, settings):
     assert view.conversation_list.delete(other.id)
     assert view.current_conversation_id() is None and view.message_view.blocks() == []
     assert view.title_label.text() == UNTITLED
+
+
+def test_stats_notes_are_stored_with_the_reply_and_shown_in_its_summary():
+    from app.engine.speculative import GenerationStats
+
+    stats = GenerationStats(generated_tokens=5, drafted=4, accepted=2,
+                            notes=["the draft model's context (256 tokens) is full: the rest is decoded without drafting"])
+    saved, error = parse_stats(stats_json(stats))
+    assert error is None and saved is not None
+    assert saved.notes == stats.notes
+    assert "context (256 tokens) is full" in saved.summary()
+    assert parse_stats('{"notes": [1, 2], "generated_tokens": 3}')[0].notes == []  # a bad list is ignored
