@@ -30,7 +30,11 @@ __all__ = ["SpecSettings", "Piece", "GenerationStats", "GenerationResult", "Roun
 
 @dataclass
 class SpecSettings:
-    draft_max: int = 5  # at most this many guesses per round (1..32)
+    """How the loop drafts. The field defaults are the loop's own: a fixed length, as long as a draft
+    model's default; what each draft source starts with in the CLI, the app and the benchmark (the adaptive
+    length) is `app.engine.defaults.spec_defaults(source)`."""
+
+    draft_max: int = 8  # at most this many guesses per round (1..32)
     draft_min: int = 0  # a draft shorter than this is not worth a verify batch: drop it
     draft_p_min: float = 0.0  # draft model: stop drafting when its top probability falls below this
     # choose the draft length each round (at most draft_max) from the recent acceptance, the measured costs

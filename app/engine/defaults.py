@@ -1,0 +1,38 @@
+"""What a user starts from, in one place: the CLI, the settings panel and the benchmark read their defaults here.
+
+* **Sampling**: `SamplingParams()` (app.engine.sampling) — llama.cpp's and LM Studio's defaults, no repeat
+  penalty.
+* **Speculation**: the draft source is `DEFAULT_SOURCE` ("off"); each source starts from
+  `spec_defaults(source)`, measured with the adaptive controller (docs/benchmarks.md): the adaptive length,
+  which never loses where drafting cannot win and stays near the best fixed length where it wins, up to
+  `SpecSettings().draft_max` guesses for a draft model and up to `PROMPT_LOOKUP_DRAFT_MAX` for prompt lookup
+  (its guesses cost only their verify rows).
+* **Reply length**: `MAX_TOKENS`, for the app's replies and `tandem generate` / `tandem chat`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from app.engine.session import DRAFT_SOURCES
+from app.engine.speculative import SpecSettings
+
+__all__ = ["DEFAULT_SOURCE", "MAX_TOKENS", "PROMPT_LOOKUP_DRAFT_MAX", "spec_defaults"]
+
+DEFAULT_SOURCE = "off"
+MAX_TOKENS = 1024
+PROMPT_LOOKUP_DRAFT_MAX = 16
+
+
+def spec_defaults(source: str) -> SpecSettings:
+    """The speculation settings `source` ("off", "draft-model" or "prompt-lookup") starts with.
+
+    "off" drafts nothing; its settings are the draft model's, so what the app shows while speculation is off
+    is what turning a draft model on starts from.
+    """
+    if source not in DRAFT_SOURCES:
+        raise ValueError(f"unknown draft source {source!r} (one of {', '.join(DRAFT_SOURCES)})")
+    adaptive = replace(SpecSettings(), adaptive=True)
+    if source == "prompt-lookup":
+        return replace(adaptive, draft_max=PROMPT_LOOKUP_DRAFT_MAX)
+    return adaptive
