@@ -3,8 +3,11 @@
 One interface (as in HF transformers' candidate generators), two implementations:
 
 * `DraftModelProposer` — a small model with the same tokenizer drafts greedily in its own context;
-* `PromptLookupProposer` — no second model: the longest recent n-gram of the conversation that appeared
-  before is looked up, and what followed it then is proposed now (great for edits, code, quoting).
+* `HistoryProposer` — no second model: where the end of the conversation was written before (earlier in
+  this chat, or in past chats of the same tokenizer family), what followed it then is proposed now — the
+  longest match wins (great for edits, code, quoting, and questions asked again);
+* `PromptLookupProposer` — the classic prompt lookup: the longest recent n-gram (4 down to 2 tokens) of the
+  conversation that appeared before, continued from its last occurrence.
 
 The speculative loop talks to a proposer through `begin` (a generation starts), `propose` (a `Proposal`:
 the guessed tokens and, when the proposer has them, its confidence in each), `accepted` (how much of the
@@ -25,9 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from app.engine.history_index import MAX_MATCH, Candidate, SequenceIndex
+from app.engine.history_store import HistoryStore
 from app.engine.llama_backend import Context, SpeculationUnsupported
 
-__all__ = ["Proposal", "Proposer", "DraftModelProposer", "PromptLookupProposer"]
+__all__ = ["Proposal", "Proposer", "DraftModelProposer", "HistoryProposer", "PromptLookupProposer"]
 
 
 @dataclass
@@ -36,13 +41,15 @@ class Proposal:
 
     `confidences[i]`: the proposer's probability for `tokens[i]` (None when it has no such measure);
     `note`: something the user should know, said once (e.g. the draft model's context is full);
-    `exhausted`: it will guess nothing more in this generation, so the loop stops asking.
+    `exhausted`: it will guess nothing more in this generation, so the loop stops asking;
+    `source`: where the guesses came from ("chat", "past chats", "draft model"), for the stats.
     """
 
     tokens: list[int] = field(default_factory=list)
     confidences: list[float] | None = None
     note: str = ""
     exhausted: bool = False
+    source: str = ""  # where the guesses came from, for the stats ("" = the proposer's name)
 
 
 class Proposer(ABC):
@@ -94,6 +101,9 @@ class Proposer(ABC):
 
     def accepted(self, n_keep: int) -> None:
         """The target kept the first `n_keep` tokens of the last history + proposal; roll back the rest."""
+
+    def end(self, history: Sequence[int]) -> None:
+        """The generation is over (finished or stopped): `history` is the prompt and every emitted token."""
 
     @property
     def cached_tokens(self) -> int | None:
@@ -275,3 +285,91 @@ class PromptLookupProposer(Proposer):
                 if out:
                     return Proposal(out)
         return Proposal()
+
+
+class HistoryProposer(Proposer):
+    """Drafts what followed the longest earlier occurrence of the conversation's end (see history_index).
+
+    Looks in the live conversation (prompt + reply so far) and, with a `store`, in past chats of the same
+    tokenizer family (the turns of earlier generations are added to it at `end()`). The longest match wins;
+    on a tie the most recent, this chat first. Each guess carries a confidence: how many of the candidates
+    that match about as well agree on it, scaled by how long the match is — so the adaptive controller can
+    learn where to cut, and a draft is never longer than `length_factor` × the match (+ 2): a two-token
+    match is a weak hint, a forty-token one a near certainty.
+    """
+
+    name = "history"
+    reports_confidence = True
+    SOURCE_CHAT = "chat"
+    SOURCE_PAST = "past chats"
+
+    def __init__(self, store: HistoryStore | None = None, *, n_min: int = 2, length_factor: float = 2.0) -> None:
+        super().__init__()
+        if length_factor <= 0:
+            raise ValueError(f"the length factor must be positive, got {length_factor}")
+        self.store = store
+        self.length_factor = length_factor
+        self._conv = SequenceIndex(n_min=n_min, n_max=4)
+        self._stored_upto = 0  # the conversation's tokens before this position are in the store already
+
+    def reset(self) -> None:
+        self._conv.reset()
+        self._stored_upto = 0
+
+    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None, *, catch_up: bool = True) -> None:
+        conv = self._conv.tokens
+        if len(prompt) < len(conv) or list(prompt[: len(conv)]) != conv:
+            self.reset()  # another conversation (or an edited one): index it from the start
+        self._sync(prompt)
+
+    def _sync(self, history: Sequence[int]) -> None:
+        n = len(self._conv)
+        if len(history) > n:
+            self._conv.extend(history[n:])
+
+    def _propose(self, history: Sequence[int], n_max: int, min_confidence: float, want_confidence: bool) -> Proposal:
+        if len(history) < 2:
+            return Proposal()
+        self._sync(history)
+        hist = history if isinstance(history, list) else list(history)
+        candidates = [(c, self.SOURCE_CHAT) for c in self._conv.candidates(hist, n_max, recency_base=1 << 40)]
+        if self.store is not None:
+            frozen, recent = self.store.indexes()
+            candidates += [(c, self.SOURCE_PAST) for c in recent.candidates(hist, n_max, recency_base=1 << 39)]
+            if frozen is not None:
+                candidates += [(c, self.SOURCE_PAST) for c in frozen.candidates(hist, n_max)]
+        if not candidates:
+            return Proposal()
+        best, source = max(candidates, key=lambda cs: (min(cs[0].match, MAX_MATCH), cs[0].recency))
+        n = min(len(best.continuation), max(1, int(self.length_factor * best.match) + 2))
+        tokens = list(best.continuation[:n])
+        confidences = _agreement(best, [c for c, _ in candidates], n)
+        for i, p in enumerate(confidences):
+            if p < min_confidence:
+                del tokens[i:], confidences[i:]
+                break
+        return Proposal(tokens, confidences, source=source)
+
+    def end(self, history: Sequence[int]) -> None:
+        self._sync(history)
+        if self.store is not None and len(history) > self._stored_upto:
+            self.store.add(history[self._stored_upto :])
+            self._stored_upto = len(history)
+
+
+def _agreement(best: Candidate, candidates: list[Candidate], n: int) -> list[float]:
+    """Per guess: the share of well-matching candidates that agree with `best` up to it, times a match factor.
+
+    "Well matching": within half of the best match length. The match factor m / (m + 2) is 0.5 for a
+    two-token match, 0.8 for eight tokens, 0.97 for sixty-four.
+    """
+    peers = [c for c in candidates if c.match * 2 >= best.match]
+    m = min(best.match, MAX_MATCH)
+    scale = m / (m + 2.0)
+    out = []
+    for i in range(n):
+        prefix = best.continuation[: i + 1]
+        alive = [c for c in peers if len(c.continuation) > i]
+        agree = sum(1 for c in alive if c.continuation[: i + 1] == prefix)
+        out.append(scale * agree / len(alive) if alive else scale)
+    return out

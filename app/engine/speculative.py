@@ -93,6 +93,7 @@ class GenerationStats:
     draft_max: int = 0
     stop_reason: str = ""
     notes: list[str] = field(default_factory=list)  # what the user should know (e.g. the draft context filled)
+    accepted_by_source: dict[str, int] = field(default_factory=dict)  # "chat", "past chats", "draft model", ...
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -238,8 +239,13 @@ def generate(
     draft_decodes0 = proposer.decodes if proposer is not None else 0
     draft_tokens0 = proposer.decoded_tokens if proposer is not None else 0
 
+    history: list[int] = []  # append-only: the prompt and every emitted token
+    begun = False  # the proposer's begin() ran: it hears the end too
+
     def finish(stop_reason: str) -> GenerationResult:
         emit(text.finish())
+        if begun:
+            proposer.end(history)
         t_end = time.perf_counter()
         stats.stop_reason = stop_reason
         stats.generated_tokens = len(out_tokens)
@@ -274,7 +280,7 @@ def generate(
         stats.prompt_seconds = time.perf_counter() - t_start
         n_processed = len(prompt) - n_common
 
-        history = list(prompt)  # append-only: the prompt and every emitted token
+        history.extend(prompt)
         stop_reason = ""
 
         def take(token: int, from_draft: bool) -> bool:
@@ -301,12 +307,14 @@ def generate(
             controller = AdaptiveDraftController(spec.draft_max)
         if proposer is None:
             controller = None
-        if proposer is not None and not done:
+        if proposer is not None:
             # the proposer catches up on the prompt (a draft model decodes it): prompt processing, not decoding;
-            # skipped where the adaptive controller knows drafting does not pay on this machine
+            # skipped when nothing follows, or where the adaptive controller knows drafting does not pay here
             t0 = time.perf_counter()
             try:
-                proposer.begin(history, cancel, catch_up=controller is None or controller.drafting_expected)
+                begun = True
+                catch_up = not done and (controller is None or controller.drafting_expected)
+                proposer.begin(history, cancel, catch_up=catch_up)
             except DecodeAborted:
                 return finish("cancelled")
             finally:
@@ -331,6 +339,7 @@ def generate(
                 break
             # -- propose --------------------------------------------------------------------------
             draft: list[int] = []
+            source = ""
             confidences: Sequence[float] = ()
             n_max = 0
             draft_t0 = proposer.seconds if proposer is not None else 0.0
@@ -345,6 +354,7 @@ def generate(
                         stop_reason = "cancelled"
                         break
                     draft = proposal.tokens
+                    source = proposal.source or proposer.name
                     confidences = proposal.confidences or ()
                     for i, t in enumerate(draft):
                         if model.is_eog(t):  # nothing after an end-of-generation token can be emitted
@@ -397,6 +407,8 @@ def generate(
             stats.rounds += 1
             stats.drafted += len(draft)
             stats.accepted += n_acc
+            if n_acc:
+                stats.accepted_by_source[source] = stats.accepted_by_source.get(source, 0) + n_acc
             stats.target_seconds = target_seconds
             if on_round is not None:
                 on_round(
