@@ -138,16 +138,24 @@ def parse_stats(text: str | None) -> tuple[GenerationStats | None, str | None]:
     error = data.get("error")
     error = error if isinstance(error, str) and error else None
     known = {f.name: f for f in fields(GenerationStats)}
-    values = {
-        k: v for k, v in data.items()
-        if k in known and (isinstance(v, (int, float, str)) or (isinstance(v, list) and all(isinstance(x, str) for x in v)))
-    }
+    values = {k: v for k, v in data.items() if k in known and _stored_value_ok(v)}
     if not values:
         return None, error
     try:
         return GenerationStats(**values), error
     except TypeError:
         return None, error
+
+
+def _stored_value_ok(v: object) -> bool:
+    """A stats value as stored: a number or text, a list of texts (notes), or texts to counts (per source)."""
+    if isinstance(v, (int, float, str)):
+        return True
+    if isinstance(v, list):
+        return all(isinstance(x, str) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and isinstance(x, int) and not isinstance(x, bool) for k, x in v.items())
+    return False
 
 
 def align_rendered(raw: str, rendered: str, window: int = 24, resync: int = 8) -> list[int]:

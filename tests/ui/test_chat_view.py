@@ -727,10 +727,10 @@ def test_chat_view_rename_delete_through_list(qtbot, store, bridge, settings):
 def test_stats_notes_are_stored_with_the_reply_and_shown_in_its_summary():
     from app.engine.speculative import GenerationStats
 
-    stats = GenerationStats(generated_tokens=5, drafted=4, accepted=2,
+    stats = GenerationStats(generated_tokens=5, drafted=4, accepted=2, accepted_by_source={"chat": 2},
                             notes=["the draft model's context (256 tokens) is full: the rest is decoded without drafting"])
     saved, error = parse_stats(stats_json(stats))
     assert error is None and saved is not None
-    assert saved.notes == stats.notes
+    assert saved.notes == stats.notes and saved.accepted_by_source == {"chat": 2}
     assert "context (256 tokens) is full" in saved.summary()
     assert parse_stats('{"notes": [1, 2], "generated_tokens": 3}')[0].notes == []  # a bad list is ignored
