@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import threading
+import tomllib
+from dataclasses import replace
+from fnmatch import fnmatch
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -15,13 +19,18 @@ from app.engine.bench import (
     BenchOptions,
     BenchPrompt,
     autotune,
+    autotune_options,
     builtin_prompts,
     describe_divergence,
     first_difference,
     load_prompts,
     run_benchmark,
 )
+from app.engine.bench.prompts import BUILTIN_FILE
+from app.engine.defaults import spec_defaults
 from tests.tiny_models import TinySpec, write_tiny_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PROMPTS = [
     BenchPrompt("c1", "code", "def return if else import class self print"),
@@ -71,6 +80,13 @@ def test_builtin_prompt_set_covers_every_category():
     assert all(len(p.prompt) > 200 for p in prompts if p.category == "rewrite")
 
 
+def test_the_builtin_prompt_file_is_package_data_where_it_is_read():
+    package = builtin_prompts.__module__.rpartition(".")[0]
+    assert resources.files(package).joinpath(BUILTIN_FILE).is_file()
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert any(fnmatch(BUILTIN_FILE, pattern) for pattern in package_data[package])
+
+
 def test_load_prompts_and_its_errors(tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"prompt": "hi", "category": "chat"}\n\n# a comment\n{"id": "b", "prompt": "x", "raw": true}\n')
@@ -101,6 +117,33 @@ def test_options_are_checked(tiny_target, tiny_draft):
     assert [c.name for c in BenchOptions(tiny_target).configs()] == ["off"]
     names = [c.name for c in BenchOptions(tiny_target, draft=tiny_draft, draft_max=(3, 1)).configs()]
     assert names == ["off", "draft-1", "draft-3", "adaptive"]
+    with pytest.raises(BenchError, match="between 1 and 32"):
+        BenchOptions(tiny_target, draft=tiny_draft, adaptive_cap=40).validate()
+
+
+def test_the_adaptive_configuration_is_the_sources_default(tiny_target, tiny_draft):
+    """The sweep measures what each draft source starts with (spec_defaults), unless told another cap."""
+    for opts, source in ((BenchOptions(tiny_target, draft=tiny_draft), "draft-model"),
+                         (BenchOptions(tiny_target, prompt_lookup=True, draft_max=(2,)), "prompt-lookup")):
+        adaptive = opts.configs()[-1]
+        assert adaptive.spec() == spec_defaults(source)
+    capped = BenchOptions(tiny_target, prompt_lookup=True, adaptive_cap=6).configs()[-1]
+    assert (capped.name, capped.draft_max, capped.adaptive) == ("adaptive", 6, True)
+    assert "adaptive" not in [c.name for c in BenchOptions(tiny_target, draft=tiny_draft, adaptive=False).configs()]
+
+
+def test_autotune_options_per_mode_and_explicit_values_win(tiny_target, tiny_draft):
+    base = BenchOptions(tiny_target, draft=tiny_draft, repeats=5, max_tokens=100)
+    quick = autotune_options(base, "quick")
+    assert quick.draft_max == bench.QUICK_DRAFT_MAX and quick.repeats == bench.QUICK_REPEATS
+    assert quick.max_tokens == bench.QUICK_MAX_TOKENS and quick.adaptive
+    assert sorted(p.category for p in quick.prompts) == sorted(bench.CATEGORIES)  # one prompt per category
+    thorough = autotune_options(replace(base, repeats=1), "thorough")
+    assert thorough.draft_max == bench.DEFAULT_DRAFT_MAX and thorough.repeats == bench.THOROUGH_MIN_REPEATS
+    mine = autotune_options(base, "quick", {"draft_max": (3,), "repeats": 2, "max_tokens": 100})
+    assert (mine.draft_max, mine.repeats, mine.max_tokens) == ((3,), 2, 100)
+    with pytest.raises(BenchError, match="'quick' or 'thorough'"):
+        autotune_options(base, "fast")
 
 
 # -- a real (tiny) run -------------------------------------------------------------------------------
@@ -148,7 +191,7 @@ def test_a_difference_is_reported(tiny_target, tiny_draft, monkeypatch):
             other = list(other[:5]) + [0] * 3
         return real(plain, other, detok, **kw)
 
-    monkeypatch.setattr(bench, "describe_divergence", fake)
+    monkeypatch.setattr(bench.compare, "describe_divergence", fake)
     opts = BenchOptions(tiny_target, draft=tiny_draft, draft_max=(2,), adaptive=False, prompts=PROMPTS[:1],
                         repeats=1, max_tokens=12, threads=1, warmup=False)
     report = run_benchmark(opts)
@@ -162,25 +205,57 @@ def test_a_difference_is_reported(tiny_target, tiny_draft, monkeypatch):
 
 
 def test_autotune_picks_off_when_the_draft_is_never_accepted(tiny_target, contrary_draft):
-    res = autotune(BenchOptions(tiny_target, draft=contrary_draft, prompts=PROMPTS, max_tokens=24, threads=1),
-                   "quick")
-    spec = [s for s in res.report.summaries if s.category == "all" and s.config != "off"]
+    report = autotune(BenchOptions(tiny_target, draft=contrary_draft, prompts=PROMPTS, max_tokens=24, threads=1),
+                      "quick")
+    spec = [s for s in report.summaries if s.category == "all" and s.config != "off"]
     assert spec
     assert all(s.acceptance_rate == 0.0 for s in spec)
-    assert res.preset["speculation"] == "off" and res.preset["config"] == "off"
-    assert res.preset["draft"] is None
-    assert res.report.autotune == res.preset
+    assert report.autotune["speculation"] == "off" and report.autotune["config"] == "off"
+    assert report.autotune["draft"] is None
+    assert "auto-tune pick: off" in report.format_table()
 
 
 def test_autotune_picks_the_fastest_and_returns_a_preset(tiny_target, tiny_draft):
-    res = autotune(BenchOptions(tiny_target, draft=tiny_draft, prompts=PROMPTS, max_tokens=16, threads=1), "quick")
-    overall = [s for s in res.report.summaries if s.category == "all"]
+    report = autotune(BenchOptions(tiny_target, draft=tiny_draft, prompts=PROMPTS, max_tokens=16, threads=1),
+                      "quick")
+    overall = [s for s in report.summaries if s.category == "all"]
     best = max(overall, key=lambda s: s.decode_tps)
-    p = res.preset
+    p = report.autotune
     assert p["decode_tps"] >= 0.97 * best.decode_tps  # the pick is the best, or "off" within the margin
     assert p["decode_tps"] >= p["off_decode_tps"]
     assert {"target", "draft", "speculation", "draft_max", "adaptive", "threads", "measured"} <= set(p)
-    assert [c.draft_max for c in res.report.configs if c.speculative and not c.adaptive] == [2, 4, 8]
+    assert p["mode"] == "quick" and not report.cancelled and not report.autotune_error
+    assert [c.draft_max for c in report.configs if c.speculative and not c.adaptive] == [2, 4, 8]
+
+
+def test_a_cancelled_autotune_keeps_its_partial_runs_and_their_pick(tiny_target, tiny_draft):
+    cancel = threading.Event()
+
+    def progress(p):
+        if p.phase == "run" and p.done >= 2:
+            cancel.set()
+
+    opts = BenchOptions(tiny_target, draft=tiny_draft, prompts=PROMPTS, max_tokens=12, threads=1, warmup=False)
+    report = autotune(opts, "thorough", progress=progress, cancel=cancel)
+    assert report.cancelled and len(report.runs) == 2
+    assert report.autotune is not None and report.autotune["config"] in ("off", "draft-1")
+    assert "auto-tune pick from the partial sweep" in report.format_table()
+    # cancelled before any run: the report, empty, and no pick
+    cancel = threading.Event()
+    cancel.set()
+    nothing = autotune(opts, "quick", cancel=cancel)
+    assert nothing.cancelled and not nothing.runs and nothing.autotune is None and not nothing.autotune_error
+
+
+def test_an_autotune_with_nothing_to_pick_says_why(tiny_target, tiny_draft, tmp_path):
+    """One token per run: no decode speed to compare, so no pick; the reason is kept with the report."""
+    report = autotune(BenchOptions(tiny_target, draft=tiny_draft, prompts=PROMPTS[:1], threads=1, warmup=False),
+                      "quick", explicit={"max_tokens": 1})
+    assert report.runs and report.autotune is None
+    assert report.autotune_error == "no finished runs to choose from"
+    assert "auto-tune: no pick (no finished runs to choose from)" in report.format_table()
+    report.write_json(tmp_path / "r.json")
+    assert bench.BenchReport.load(tmp_path / "r.json").autotune_error == report.autotune_error
 
 
 def test_cancel_stops_and_keeps_partial_results(tiny_target, tiny_draft):
@@ -205,7 +280,7 @@ def test_a_run_that_lost_the_cpu_is_measured_again(tiny_target, tiny_draft, monk
         calls.append(share)
         return len(calls) in (5, 6, 9)  # the 5th run twice, then the 8th once
 
-    monkeypatch.setattr(bench, "_contended", contended)
+    monkeypatch.setattr(bench.machine, "contended", contended)
     opts = BenchOptions(tiny_target, draft=tiny_draft, draft_max=(2,), adaptive=False, prompts=PROMPTS, repeats=2,
                         max_tokens=8, threads=1, warmup=False)
     report = run_benchmark(opts)
@@ -234,3 +309,4 @@ def test_prompt_lookup_bench(tiny_target):
     assert report.meta["speculation"] == "prompt-lookup"
     assert report.identical
     assert [c.name for c in report.configs] == ["off", "draft-3", "adaptive"]
+    assert report.configs[-1].draft_max == spec_defaults("prompt-lookup").draft_max

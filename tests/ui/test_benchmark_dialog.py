@@ -257,7 +257,7 @@ def test_a_differing_output_is_shown_with_position_and_both_continuations(qtbot,
             other = list(other[:5]) + [3 + ord("x")] * 3  # the byte token of "x"
         return real(plain, other, detok, **kw)
 
-    monkeypatch.setattr(bench, "describe_divergence", differing)
+    monkeypatch.setattr(bench.compare, "describe_divergence", differing)
     draft = load_draft(qtbot, bridge, tiny_draft)
     d = make_dialog(qtbot, bridge, store, BenchTarget(tiny_target, "draft-model", draft))
     custom(d, prompts_file, "2,3", repeats=1, max_tokens=12)
