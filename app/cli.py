@@ -347,8 +347,6 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from app.engine import bench
 
     if args.draft is None and not args.prompt_lookup and args.autotune:
@@ -357,18 +355,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if out and not Path(out).resolve().parent.is_dir():
             raise _CliError(f"cannot write {out}: the folder does not exist")
     prompts = bench.load_prompts(args.prompts) if args.prompts else None
-    options = bench.BenchOptions(
-        model=Path(args.model), draft=Path(args.draft) if args.draft else None, prompt_lookup=args.prompt_lookup,
-        adaptive=not args.no_adaptive, prompts=prompts, threads=args.threads, n_ctx=args.ctx,
-        gpu_layers=args.gpu_layers, draft_gpu_layers=args.draft_gpu_layers,
-    )  # fmt: skip
-    if args.autotune:
-        options = bench.autotune_options(options, args.autotune)
     # what the user asked for explicitly wins over the defaults and the auto-tune mode's choices
     explicit = {k: v for k, v in (("draft_max", args.draft_max), ("repeats", args.repeats),
                                   ("max_tokens", args.max_tokens)) if v is not None}
-    if explicit:
-        options = replace(options, **explicit)
+    options = bench.BenchOptions(
+        model=Path(args.model), draft=Path(args.draft) if args.draft else None, prompt_lookup=args.prompt_lookup,
+        adaptive=not args.no_adaptive, prompts=prompts, threads=args.threads, n_ctx=args.ctx,
+        gpu_layers=args.gpu_layers, draft_gpu_layers=args.draft_gpu_layers, **explicit,
+    )  # fmt: skip
 
     cancel = threading.Event()
     tty = sys.stderr.isatty()
@@ -393,16 +387,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     old = signal.signal(signal.SIGINT, on_sigint)
     old_term = signal.signal(signal.SIGTERM, on_sigint)
     try:
-        report = bench.run_benchmark(options, progress=progress, cancel=cancel)
+        if args.autotune:
+            report = bench.autotune(options, args.autotune, explicit=explicit, progress=progress, cancel=cancel)
+        else:
+            report = bench.run_benchmark(options, progress=progress, cancel=cancel)
     finally:
         signal.signal(signal.SIGINT, old)
         signal.signal(signal.SIGTERM, old_term)
     if tty and not args.quiet:
         print("\r\033[K", end="", file=sys.stderr)
-    if args.autotune and report.runs:
-        report.autotune = bench.preset_from_report(report, args.autotune)
     print(report.format_table())
-    if args.autotune and report.autotune:
+    if report.autotune:
         print(json.dumps({"preset": report.autotune}, ensure_ascii=False))
     if args.json:
         report.write_json(args.json)

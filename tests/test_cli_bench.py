@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 from tests.test_cli import assert_one_line_error, tandem
 
@@ -54,3 +58,35 @@ def test_bench_bad_inputs_fail_in_one_line(tiny_target, tmp_path):
     assert_one_line_error(tandem("bench", "-m", str(tiny_target), "--autotune", "quick"), 2, "--draft")
     assert_one_line_error(tandem("bench", "-m", str(tiny_target), "--json", str(tmp_path / "no" / "x.json")), 1,
                           "folder")
+
+
+def test_explicit_options_win_over_the_autotune_mode(tiny_target, tiny_draft, tmp_path):
+    out = tmp_path / "r.json"
+    proc = tandem("bench", "-m", str(tiny_target), "--draft", str(tiny_draft), "--autotune", "quick",
+                  "--draft-max", "3", "--repeats", "2", "--max-tokens", "8", "-t", "1", "-q", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert [c["name"] for c in data["configs"]] == ["off", "draft-3", "adaptive"]  # not quick's 2,4,8
+    assert (data["meta"]["repeats"], data["meta"]["max_tokens"]) == (2, 8)  # not quick's 1 and 64
+    assert len({p["category"] for p in data["meta"]["prompts"]}) == len(data["meta"]["prompts"])  # quick's prompts
+    assert data["autotune"]["mode"] == "quick"
+
+
+def test_ctrl_c_prints_the_partial_results_and_their_pick_and_exits_130(tiny_target, tiny_draft):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "bench", "-m", str(tiny_target), "--draft", str(tiny_draft),
+         "--autotune", "thorough", "--repeats", "100", "--max-tokens", "16", "-t", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    try:
+        for line in proc.stderr:  # not a terminal: one progress line per run
+            if line.startswith("[") and "/" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "cancelled (partial results)" in err and "Traceback" not in err
+    assert "off" in out and "auto-tune pick from the partial sweep" in out
+    assert json.loads(next(ln for ln in out.splitlines() if ln.startswith('{"preset"')))["preset"]["mode"] == "thorough"

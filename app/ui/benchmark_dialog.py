@@ -125,6 +125,11 @@ def apply_preset(values: PanelValues, preset: dict) -> PanelValues:
     return v
 
 
+def _offered_pick(report: bench.BenchReport | None) -> dict | None:
+    """The auto-tune's pick the dialog offers to apply: none from a cancelled (partial) sweep."""
+    return report.autotune if report is not None and not report.cancelled else None
+
+
 def _eta(seconds: float) -> str:
     s = max(int(round(seconds)), 0)
     return f"{s // 60}:{s % 60:02d}"
@@ -468,8 +473,7 @@ class BenchmarkDialog(QDialog):
         self.start_button.setToolTip("" if has_target else "Load a target model first")
         self.cancel_button.setEnabled(self._running and not self._cancelling)
         self.save_button.setEnabled(idle and self.report is not None and bool(self.report.runs))
-        self.apply_button.setEnabled(idle and self.report is not None and bool(self.report.autotune)
-                                     and not self.applied_label.text())
+        self.apply_button.setEnabled(idle and bool(_offered_pick(self.report)) and not self.applied_label.text())
 
     # -- events from the worker -----------------------------------------------------------------------------
     def _on_progress(self, p: bench.BenchProgress) -> None:
@@ -542,7 +546,8 @@ class BenchmarkDialog(QDialog):
         self.pick_box.hide()
 
     def _show_report(self, report: bench.BenchReport) -> None:
-        pick = report.autotune.get("config") if report.autotune else None
+        offered = _offered_pick(report)
+        pick = offered.get("config") if offered else None
         rows = [s for s in report.summaries if s.category == bench.ALL]
         self.table.setRowCount(len(rows))
         for i, s in enumerate(rows):
@@ -596,17 +601,17 @@ class BenchmarkDialog(QDialog):
             self.tabs.setTabText(2, f"Differences ({len(report.divergences)})")
         self._set_plot(report if report.runs else None)
         # the auto-tune's pick
-        if report.autotune:
-            self.summary.setText(summary_line(report.autotune))
+        if offered:
+            self.summary.setText(summary_line(offered))
             self.summary.setStyleSheet("")
             self.apply_button.show()
             self.pick_box.show()
-        elif report.meta.get("autotune_error"):
-            self.summary.setText(f"No pick: {report.meta['autotune_error']}")
+        elif report.cancelled and (report.autotune or report.autotune_error):
+            self.summary.setText("Cancelled: no pick from a partial sweep. Run it again to completion.")
             self.apply_button.hide()
             self.pick_box.show()
-        elif report.cancelled and report.runs and self.mode.currentData() != "custom":
-            self.summary.setText("Cancelled: no pick from a partial sweep. Run it again to completion.")
+        elif report.autotune_error:
+            self.summary.setText(f"No pick: {report.autotune_error}")
             self.apply_button.hide()
             self.pick_box.show()
 
@@ -642,9 +647,10 @@ class BenchmarkDialog(QDialog):
 
     def apply_pick(self) -> bool:
         """Store the auto-tune's pick as the pair's preset and ask the main window to apply it."""
-        if self.report is None or not self.report.autotune or self._running:
+        offered = _offered_pick(self.report)
+        if offered is None or self._running:
             return False
-        preset = dict(self.report.autotune)
+        preset = dict(offered)
         meta = self.report.meta
         preset["measured_speculation"] = meta.get("speculation")
         preset["measured_draft"] = meta.get("draft")

@@ -259,15 +259,12 @@ class EngineWorker(QObject):
                 threads=target.settings.n_threads or default_threads(), n_ctx=target.ctx.n_ctx,
                 gpu_layers=target.settings.n_gpu_layers,
             )  # fmt: skip
+            progress = self._bench_progress()
             if request.autotune:
-                options = bench.autotune_options(options, request.autotune)
-            report = bench.run_benchmark(options, progress=self._bench_progress(), cancel=request.cancel,
-                                         engine=engine)
-            if request.autotune and report.runs and not report.cancelled:
-                try:
-                    report.autotune = bench.preset_from_report(report, request.autotune)
-                except bench.BenchError as e:
-                    report.meta["autotune_error"] = str(e)
+                report = bench.autotune(options, request.autotune, progress=progress, cancel=request.cancel,
+                                        engine=engine)
+            else:
+                report = bench.run_benchmark(options, progress=progress, cancel=request.cancel, engine=engine)
         except BaseException as e:  # noqa: BLE001 - reported, never raised into Qt
             if not isinstance(e, (EngineError, ValueError)):
                 traceback.print_exc()

@@ -247,6 +247,24 @@ def test_autotune_with_a_never_accepted_draft_picks_off_and_apply_stores_it(qtbo
     assert v.draft_source == "off" and v.draft_max == 7
 
 
+def test_a_cancelled_autotune_shows_its_partial_results_but_offers_no_pick(qtbot, bridge, store, tiny_target,
+                                                                         tiny_draft):
+    draft = load_draft(qtbot, bridge, tiny_draft)
+    d = make_dialog(qtbot, bridge, store, BenchTarget(tiny_target, "draft-model", draft))
+    d.set_mode("thorough")
+    d.max_tokens.setValue(64)
+    with gui_event(qtbot, bridge.events.benchProgress, lambda p: p.phase == "run" and p.done >= 2, timeout=60000):
+        assert d.start()
+    with gui_event(qtbot, bridge.events.benchFinished, timeout=30000) as done:
+        d.cancel()
+    report = done.args[0]
+    assert report.cancelled and report.runs and report.autotune  # the auto-tune's pick of the partial sweep
+    assert not d.pick_box.isHidden() and d.summary.text().startswith("Cancelled: no pick from a partial sweep")
+    assert d.apply_button.isHidden() and not d.apply_button.isEnabled() and not d.apply_pick()
+    assert not any("pick" in d.table.item(i, 0).text() for i in range(d.table.rowCount()))
+    assert store.get_pair_settings(model_key(tiny_target), model_key(tiny_draft)) == {}
+
+
 def test_a_differing_output_is_shown_with_position_and_both_continuations(qtbot, bridge, store, tiny_target,
                                                                           tiny_draft, prompts_file, monkeypatch):
     """Greedy speculation gives the plain output here, so a difference is forced (as in tests/engine)."""
