@@ -14,7 +14,12 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.engine.speculative import SpecSettings
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -69,7 +74,22 @@ def _int_list(lo: int, hi: int, what: str):
     return parse
 
 
+def _on_off(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The parser; every default is the engine's (SamplingParams, spec_defaults, ModelSettings, BenchOptions)."""
+    from app.engine import bench
+    from app.engine.defaults import MAX_TOKENS, spec_defaults
+    from app.engine.sampling import SamplingParams
+    from app.engine.session import ModelSettings
+
+    sampling = SamplingParams()
+    load = ModelSettings(Path())
+    by_draft, by_lookup = spec_defaults("draft-model"), spec_defaults("prompt-lookup")
+    bench_defaults = bench.BenchOptions(Path())
+
     p = _Parser(prog="tandem", description="Run GGUF language models locally, faster, with speculative decoding.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
@@ -87,28 +107,40 @@ def build_parser() -> argparse.ArgumentParser:
     src = pg.add_mutually_exclusive_group()
     src.add_argument("--draft", "-md", help="draft model (GGUF, same tokenizer as the target)")
     src.add_argument("--prompt-lookup", action="store_true", help="draft from n-grams of the prompt (no 2nd model)")
+    # the speculation options default to None: the draft source's own defaults (_spec_from_args)
     pg.add_argument("--draft-max", type=_int_range(1, 32, "--draft-max"), default=None,
-                    help="most guesses per round (default 5; 16 with --prompt-lookup, where the length is adaptive)")
+                    help=f"most guesses per round (default {by_draft.draft_max} with --draft, "
+                         f"{by_lookup.draft_max} with --prompt-lookup)")
     pg.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
-                    help="choose the draft length each round from the recent acceptance "
-                         "(default: on with --prompt-lookup, off with --draft, as measured in docs/benchmarks.md)")
-    pg.add_argument("--draft-min", type=_int_range(0, 32, "--draft-min"), default=0)
-    pg.add_argument("--draft-p-min", type=_float_range(0.0, 0.999, "--draft-p-min"), default=0.0)
-    pg.add_argument("--gpu-layers", "-ngl", type=_int_range(-1, 100000, "--gpu-layers"), default=0,
+                    help="choose the draft length each round (at most --draft-max) from the recent acceptance and "
+                         f"the measured costs (default: {_on_off(by_draft.adaptive)} with --draft, "
+                         f"{_on_off(by_lookup.adaptive)} with --prompt-lookup, as measured in docs/benchmarks.md)")
+    pg.add_argument("--draft-min", type=_int_range(0, 32, "--draft-min"), default=None,
+                    help=f"drop a shorter draft (default {by_draft.draft_min})")
+    pg.add_argument("--draft-p-min", type=_float_range(0.0, 0.999, "--draft-p-min"), default=None,
+                    help=f"draft model: stop drafting below this probability (default {by_draft.draft_p_min})")
+    pg.add_argument("--gpu-layers", "-ngl", type=_int_range(-1, 100000, "--gpu-layers"), default=load.n_gpu_layers,
                     help="layers of the target on the GPU (-1 = all)")
-    pg.add_argument("--draft-gpu-layers", "-ngld", type=_int_range(-1, 100000, "--draft-gpu-layers"), default=0)
-    pg.add_argument("--ctx", "-c", type=_int_range(16, 1_048_576, "--ctx"), default=4096)
+    pg.add_argument("--draft-gpu-layers", "-ngld", type=_int_range(-1, 100000, "--draft-gpu-layers"),
+                    default=load.n_gpu_layers)
+    pg.add_argument("--ctx", "-c", type=_int_range(16, 1_048_576, "--ctx"), default=load.n_ctx)
     pg.add_argument("--draft-ctx", type=_int_range(16, 1_048_576, "--draft-ctx"), default=None,
                     help="draft context length (default: same as --ctx)")
     pg.add_argument("--threads", "-t", type=_int_range(1, 512, "--threads"), default=None)
-    pg.add_argument("--temperature", "--temp", type=_float_range(0.0, 5.0, "--temperature"), default=0.8,
-                    help="0 = greedy (deterministic)")
-    pg.add_argument("--top-k", type=_int_range(0, 1_000_000, "--top-k"), default=40)
-    pg.add_argument("--top-p", type=_float_range(0.001, 1.0, "--top-p"), default=0.95)
-    pg.add_argument("--min-p", type=_float_range(0.0, 0.999, "--min-p"), default=0.05)
-    pg.add_argument("--repeat-penalty", type=_float_range(0.01, 10.0, "--repeat-penalty"), default=1.0)
-    pg.add_argument("--seed", type=_int_range(0, 2**32 - 1, "--seed"), default=None)
-    pg.add_argument("--max-tokens", "-n", type=_int_range(1, 1_048_576, "--max-tokens"), default=256)
+    pg.add_argument("--temperature", "--temp", type=_float_range(0.0, 5.0, "--temperature"),
+                    default=sampling.temperature, help="0 = greedy (deterministic); default %(default)s")
+    pg.add_argument("--top-k", type=_int_range(0, 1_000_000, "--top-k"), default=sampling.top_k,
+                    help="0 = off; default %(default)s")
+    pg.add_argument("--top-p", type=_float_range(0.001, 1.0, "--top-p"), default=sampling.top_p,
+                    help="default %(default)s")
+    pg.add_argument("--min-p", type=_float_range(0.0, 0.999, "--min-p"), default=sampling.min_p,
+                    help="default %(default)s")
+    pg.add_argument("--repeat-penalty", type=_float_range(0.01, 10.0, "--repeat-penalty"),
+                    default=sampling.repeat_penalty, help="1 = off; default %(default)s")
+    pg.add_argument("--seed", type=_int_range(0, 2**32 - 1, "--seed"), default=sampling.seed,
+                    help="default: a fresh random seed each time")
+    pg.add_argument("--max-tokens", "-n", type=_int_range(1, 1_048_576, "--max-tokens"), default=MAX_TOKENS,
+                    help="default %(default)s")
     pg.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     pg.add_argument("--system", default="", help="system prompt")
     pg.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
@@ -124,18 +156,24 @@ def build_parser() -> argparse.ArgumentParser:
     bsrc.add_argument("--draft", "-md", help="draft model (GGUF, same tokenizer as the target)")
     bsrc.add_argument("--prompt-lookup", action="store_true", help="draft from n-grams of the prompt (no 2nd model)")
     pb.add_argument("--draft-max", type=_int_list(1, 32, "--draft-max"), default=None,
-                    help="draft lengths to sweep, comma-separated (default 1,2,3,5,8,12,16)")
-    pb.add_argument("--no-adaptive", action="store_true", help="leave the adaptive draft length out of the sweep")
+                    help="draft lengths to sweep, comma-separated "
+                         f"(default {','.join(map(str, bench_defaults.draft_max))})")
+    pb.add_argument("--no-adaptive", action="store_true",
+                    help="leave the adaptive draft length (up to the draft source's default length) out of the sweep")
     pb.add_argument("--prompts", help="prompt file (JSONL: one {\"prompt\", \"category\", \"id\"} per line); "
                     "default: the built-in set")
-    pb.add_argument("--repeats", "-r", type=_int_range(1, 100, "--repeats"), default=None, help="default 3")
+    # --draft-max, --repeats, --max-tokens default to None: given, they win over an auto-tune mode's choices
+    pb.add_argument("--repeats", "-r", type=_int_range(1, 100, "--repeats"), default=None,
+                    help=f"default {bench_defaults.repeats}")
     pb.add_argument("--max-tokens", "-n", type=_int_range(1, 65536, "--max-tokens"), default=None,
-                    help="tokens to generate per prompt (default 128)")
+                    help=f"tokens to generate per prompt (default {bench_defaults.max_tokens})")
     pb.add_argument("--threads", "-t", type=_int_range(1, 512, "--threads"), default=None)
-    pb.add_argument("--ctx", "-c", type=_int_range(64, 1_048_576, "--ctx"), default=2048)
-    pb.add_argument("--gpu-layers", "-ngl", type=_int_range(-1, 100000, "--gpu-layers"), default=0)
-    pb.add_argument("--draft-gpu-layers", "-ngld", type=_int_range(-1, 100000, "--draft-gpu-layers"), default=0)
-    pb.add_argument("--autotune", choices=("quick", "thorough"), default=None,
+    pb.add_argument("--ctx", "-c", type=_int_range(64, 1_048_576, "--ctx"), default=bench_defaults.n_ctx)
+    pb.add_argument("--gpu-layers", "-ngl", type=_int_range(-1, 100000, "--gpu-layers"),
+                    default=bench_defaults.gpu_layers)
+    pb.add_argument("--draft-gpu-layers", "-ngld", type=_int_range(-1, 100000, "--draft-gpu-layers"),
+                    default=bench_defaults.draft_gpu_layers)
+    pb.add_argument("--autotune", choices=bench.AUTOTUNE_MODES, default=None,
                     help="pick the fastest setting (quick: under a minute on a small model) and print it as a preset")
     pb.add_argument("--json", metavar="OUT", help="write the full report (JSON)")
     pb.add_argument("--csv", metavar="OUT", help="write the summary table (CSV)")
@@ -150,9 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--prompt-lookup", action="store_true", help="speculate with prompt lookup")
     pt.add_argument("--draft", "-md", default=None, help="draft model (GGUF)")
     pt.add_argument("--system", default="You are a helpful assistant.")
-    pt.add_argument("--ctx", "-c", type=_int_range(16, 1_048_576, "--ctx"), default=4096)
-    pt.add_argument("--max-tokens", "-n", type=_int_range(1, 1_048_576, "--max-tokens"), default=512)
-    pt.add_argument("--temperature", "--temp", type=_float_range(0.0, 5.0, "--temperature"), default=0.7)
+    pt.add_argument("--ctx", "-c", type=_int_range(16, 1_048_576, "--ctx"), default=load.n_ctx)
+    pt.add_argument("--max-tokens", "-n", type=_int_range(1, 1_048_576, "--max-tokens"), default=MAX_TOKENS)
+    pt.add_argument("--temperature", "--temp", type=_float_range(0.0, 5.0, "--temperature"),
+                    default=sampling.temperature)
     pt.add_argument("--smoke-test", action="store_true",
                     help="non-interactive check: load the model, answer one question, exit 0")
     return p
@@ -192,10 +231,23 @@ def _cmd_check_draft(args: argparse.Namespace) -> int:
     return 0 if verdict.compatible else EXIT_INCOMPATIBLE
 
 
+def _spec_from_args(args: argparse.Namespace) -> SpecSettings:
+    """`generate`'s speculation settings: the draft source's defaults (spec_defaults), then what was given."""
+    from app.engine.defaults import spec_defaults
+    from app.engine.speculative import SpecSettings
+
+    source = "draft-model" if args.draft else ("prompt-lookup" if args.prompt_lookup else "off")
+    options = {f.name for f in fields(SpecSettings)}  # --draft-max, --draft-min, --draft-p-min, --adaptive
+    given = {k: v for k, v in vars(args).items() if k in options and v is not None}
+    spec = replace(spec_defaults(source), **given)
+    if spec.draft_min > spec.draft_max:
+        raise _CliError(f"--draft-min ({spec.draft_min}) is larger than --draft-max ({spec.draft_max})", EXIT_USAGE)
+    return spec
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from app.engine.sampling import SamplingParams
     from app.engine.session import ChatSession, Engine, ModelSettings
-    from app.engine.speculative import SpecSettings
 
     if args.prompt_file is not None:
         try:
@@ -208,12 +260,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         prompt_text = args.prompt
     if not prompt_text.strip():
         raise _CliError("the prompt is empty", EXIT_USAGE)
-    if args.draft_max is None:
-        args.draft_max = 16 if args.prompt_lookup else 5
-    if args.adaptive is None:
-        args.adaptive = bool(args.prompt_lookup)
-    if args.draft_min > args.draft_max:
-        raise _CliError(f"--draft-min ({args.draft_min}) is larger than --draft-max ({args.draft_max})", EXIT_USAGE)
+    spec = _spec_from_args(args)
 
     sampling = SamplingParams(
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
@@ -232,7 +279,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     try:
         engine.load_target(ModelSettings(Path(args.model), n_gpu_layers=args.gpu_layers, n_ctx=args.ctx,
                                          n_threads=args.threads))
-        engine.set_spec(SpecSettings(args.draft_max, args.draft_min, args.draft_p_min, adaptive=args.adaptive))
+        engine.set_spec(spec)
         if args.draft:
             engine.load_draft(ModelSettings(Path(args.draft), n_gpu_layers=args.draft_gpu_layers,
                                             n_ctx=args.draft_ctx or args.ctx, n_threads=args.threads))

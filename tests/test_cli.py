@@ -151,3 +151,38 @@ def test_setup_fetches_the_demo_model_idempotently():
     path = proc.stdout.strip().removeprefix("demo model ready: ")
     assert path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
     assert Path(path).stat().st_size > 90_000_000
+
+
+def test_the_parsers_defaults_are_the_engines():
+    """`generate`, `chat` and `bench` start from what the engine defines (app.engine.defaults), never their own."""
+    from dataclasses import fields
+
+    from app.cli import _spec_from_args, build_parser
+    from app.engine.bench import BenchOptions
+    from app.engine.defaults import MAX_TOKENS, spec_defaults
+    from app.engine.sampling import SamplingParams
+    from app.engine.session import ModelSettings
+    from app.engine.speculative import SpecSettings
+
+    parser = build_parser()
+
+    def generate(*extra: str):
+        return parser.parse_args(["generate", "-m", "t.gguf", "-p", "hi", *extra])
+
+    args = generate()
+    sampling = {f.name: getattr(args, f.name) for f in fields(SamplingParams) if hasattr(args, f.name)}
+    assert set(sampling) == {"temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed"}
+    assert SamplingParams(**sampling) == SamplingParams()
+    load = ModelSettings(Path("t.gguf"))
+    assert (args.max_tokens, args.ctx, args.gpu_layers, args.draft_gpu_layers) == (
+        MAX_TOKENS, load.n_ctx, load.n_gpu_layers, load.n_gpu_layers)
+    for extra, source in (((), "off"), (("--draft", "d.gguf"), "draft-model"), (("--prompt-lookup",), "prompt-lookup")):
+        assert _spec_from_args(generate(*extra)) == spec_defaults(source), source
+    given = generate("--prompt-lookup", "--draft-max", "4", "--no-adaptive", "--draft-min", "2", "--draft-p-min", "0.5")
+    assert _spec_from_args(given) == SpecSettings(draft_max=4, draft_min=2, draft_p_min=0.5, adaptive=False)
+    chat = parser.parse_args(["chat"])
+    assert (chat.temperature, chat.max_tokens, chat.ctx) == (SamplingParams().temperature, MAX_TOKENS, load.n_ctx)
+    b = parser.parse_args(["bench", "-m", "t.gguf"])
+    options = BenchOptions(Path("t.gguf"))
+    assert (b.ctx, b.gpu_layers, b.draft_gpu_layers) == (options.n_ctx, options.gpu_layers, options.draft_gpu_layers)
+    assert (b.draft_max, b.repeats, b.max_tokens) == (None, None, None)  # unset: BenchOptions' (or the mode's)

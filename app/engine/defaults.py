@@ -1,4 +1,4 @@
-"""What a user starts from, in one place: the CLI, the settings panel and the benchmark read their defaults here.
+"""What a user starts from, in one place: the CLI, the settings panel and the benchmark read these defaults.
 
 * **Sampling**: `SamplingParams()` (app.engine.sampling) — llama.cpp's and LM Studio's defaults, no repeat
   penalty.

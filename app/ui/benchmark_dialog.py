@@ -50,16 +50,19 @@ from app.ui.settings_panel import PanelValues
 
 __all__ = ["BenchTarget", "BenchmarkDialog", "parse_draft_max", "summary_line", "apply_preset", "MODES", "COLUMNS"]
 
-MODES = [
-    ("quick", "Quick auto-tune"),
-    ("thorough", "Thorough auto-tune"),
-    ("custom", "Custom sweep"),
-]
+MODES = [(mode, f"{mode.capitalize()} auto-tune") for mode in bench.AUTOTUNE_MODES] + [("custom", "Custom sweep")]
+
+
+def _lengths(values: tuple[int, ...], sep: str = " / ") -> str:
+    return sep.join(map(str, values))
+
+
 MODE_HINTS = {
-    "quick": "One prompt per category, 1 repeat, at most 64 tokens each, draft 2 / 4 / 8 tokens and adaptive: "
+    "quick": f"One prompt per category, {bench.QUICK_REPEATS} repeat{'s' * (bench.QUICK_REPEATS != 1)}, at most "
+             f"{bench.QUICK_MAX_TOKENS} tokens each, draft {_lengths(bench.QUICK_DRAFT_MAX)} tokens and adaptive: "
              "under a minute on a small model.",
-    "thorough": "Every prompt, at least 3 repeats, draft 1 / 2 / 3 / 5 / 8 / 12 / 16 tokens and adaptive: "
-                "several minutes.",
+    "thorough": f"Every prompt, at least {bench.THOROUGH_MIN_REPEATS} repeats, draft "
+                f"{_lengths(bench.DEFAULT_DRAFT_MAX)} tokens and adaptive: several minutes.",
     "custom": "Your draft lengths, repeats and max tokens; no pick at the end.",
 }  # fmt: skip
 COLUMNS = ["Configuration", "Decode tok/s", "Prompt tok/s", "TTFT", "Acceptance", "Mean accepted",
@@ -85,12 +88,10 @@ def parse_draft_max(text: str) -> tuple[int, ...]:
     values = []
     for p in parts:
         try:
-            n = int(p)
+            values.append(int(p))
         except ValueError:
             raise bench.BenchError(f"{p!r} is not a whole number: use whole numbers separated by commas") from None
-        if not 1 <= n <= 32:
-            raise bench.BenchError(f"{n} draft tokens: each length must be between 1 and 32")
-        values.append(n)
+    bench.sweep_configs(values)  # each length within the sweep's range, or its reason
     return tuple(sorted(set(values)))
 
 
@@ -192,7 +193,8 @@ class BenchmarkDialog(QDialog):
         self.mode_hint.setWordWrap(True)
         hform.addRow("Mode", self.mode)
         hform.addRow("", self.mode_hint)
-        self.draft_max = QLineEdit("1,2,3,5,8")
+        defaults = bench.BenchOptions(Path())
+        self.draft_max = QLineEdit(_lengths(defaults.draft_max, ","))
         self.draft_max.setToolTip("Draft lengths to try, comma-separated (1 to 32 each); \"off\" is always measured")
         self.draft_max_error = QLabel()
         self.draft_max_error.setStyleSheet(ERROR_STYLE)
@@ -201,17 +203,17 @@ class BenchmarkDialog(QDialog):
         hform.addRow("Draft tokens", self.draft_max)
         hform.addRow("", self.draft_max_error)
         self.adaptive = QCheckBox("Also the adaptive draft length")
-        self.adaptive.setChecked(True)
+        self.adaptive.setChecked(defaults.adaptive)
         hform.addRow("", self.adaptive)
         self.repeats = QSpinBox()
         self.repeats.setRange(1, 100)
-        self.repeats.setValue(3)
+        self.repeats.setValue(defaults.repeats)
         self.repeats.setToolTip("Every prompt runs this many times per configuration; the median counts")
         hform.addRow("Repeats", self.repeats)
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 65536)
-        self.max_tokens.setValue(128)
-        self.max_tokens.setToolTip("Tokens generated per prompt (quick auto-tune: at most 64)")
+        self.max_tokens.setValue(defaults.max_tokens)
+        self.max_tokens.setToolTip(f"Tokens generated per prompt (quick auto-tune: at most {bench.QUICK_MAX_TOKENS})")
         hform.addRow("Max tokens", self.max_tokens)
         self.prompts_path = QLineEdit()
         self.prompts_path.setPlaceholderText("built-in prompts (code, JSON, rewrite, prose, chat)")
@@ -435,7 +437,7 @@ class BenchmarkDialog(QDialog):
         self._runs_t0 = None
         self._last_progress = None
         self.progress.setRange(0, 0)  # busy until the first progress says how many runs
-        what = {"quick": "Quick auto-tune", "thorough": "Thorough auto-tune"}.get(mode, "Benchmark")
+        what = dict(MODES)[mode] if autotune else "Benchmark"
         self._set_status(f"{what}: starting…")
         self._set_running(True)
         return True

@@ -1,7 +1,10 @@
 """The advanced settings panel (right side): load settings, speculative decoding, sampling, memory, advice.
 
 It edits a `PanelValues`; it never talks to the engine. The main window turns its signals into bridge
-commands. Values are remembered per model and per target+draft pair (SettingsStore), with "reset".
+commands. Values are remembered per model and per target+draft pair (SettingsStore), with "reset". Every
+default is the engine's (app.engine.defaults): sampling from `SamplingParams()`, the speculation settings
+from `spec_defaults(source)` — when the user switches the draft source, its settings start from that
+source's defaults (and the main window then applies what is remembered for the new pair).
 """
 
 from __future__ import annotations
@@ -30,34 +33,41 @@ from PySide6.QtWidgets import (
 
 from app.engine.advisor import Advice
 from app.engine.compat import Verdict
+from app.engine.defaults import DEFAULT_SOURCE, MAX_TOKENS, spec_defaults
 from app.engine.sampling import SamplingParams
+from app.engine.session import DRAFT_SOURCES, ModelSettings
 from app.engine.speculative import SpecSettings
 from app.ui.memory_bar import MemoryBar
 
 __all__ = ["PanelValues", "SettingsPanel", "DraftChoice"]
 
-SOURCES = [("off", "Off"), ("draft-model", "Draft model"), ("prompt-lookup", "Prompt lookup (no 2nd model)")]
+_SOURCE_LABELS = {"off": "Off", "draft-model": "Draft model", "prompt-lookup": "Prompt lookup (no 2nd model)"}
+
+_LOAD = ModelSettings(Path())
+_SPEC = spec_defaults(DEFAULT_SOURCE)
+_SAMPLING = SamplingParams()
 
 
 @dataclass
 class PanelValues:
-    gpu_layers: int = 0  # -1 = all
-    n_ctx: int = 4096
+    gpu_layers: int = _LOAD.n_gpu_layers  # -1 = all
+    n_ctx: int = _LOAD.n_ctx
     threads: int = 0  # 0 = auto
-    draft_source: str = "off"
+    draft_source: str = DEFAULT_SOURCE
     draft_path: str = ""
-    draft_max: int = 5
-    draft_min: int = 0
-    adaptive: bool = False  # choose the draft length each round, at most draft_max
-    draft_p_min: float = 0.0
-    draft_gpu_layers: int = 0
-    temperature: float = 0.7
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    seed: int = -1  # -1 = random
-    max_tokens: int = 1024
+    # the speculation settings (SpecSettings' fields): the draft source's defaults
+    draft_max: int = _SPEC.draft_max
+    draft_min: int = _SPEC.draft_min
+    adaptive: bool = _SPEC.adaptive  # choose the draft length each round, at most draft_max
+    draft_p_min: float = _SPEC.draft_p_min
+    draft_gpu_layers: int = _LOAD.n_gpu_layers
+    temperature: float = _SAMPLING.temperature
+    top_k: int = _SAMPLING.top_k
+    top_p: float = _SAMPLING.top_p
+    min_p: float = _SAMPLING.min_p
+    repeat_penalty: float = _SAMPLING.repeat_penalty
+    seed: int = -1  # -1 = random (SamplingParams' None)
+    max_tokens: int = MAX_TOKENS
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p,
@@ -71,9 +81,16 @@ class PanelValues:
         return asdict(self)
 
     @classmethod
+    def for_source(cls, source: str) -> PanelValues:
+        """The defaults with `source` as the draft source, and that source's speculation settings."""
+        return cls(draft_source=source, **asdict(spec_defaults(source)))
+
+    @classmethod
     def from_dict(cls, data: dict | None) -> PanelValues:
-        """Values from stored settings; unknown keys and values of the wrong type are ignored."""
-        v = cls()
+        """Values from stored settings over the defaults of their draft source; unknown keys and values of the
+        wrong type are ignored."""
+        source = data.get("draft_source") if data else None
+        v = cls.for_source(source) if source in DRAFT_SOURCES else cls()
         for f in fields(cls):
             if data and f.name in data:
                 cur = getattr(v, f.name)
@@ -186,8 +203,9 @@ class SettingsPanel(QScrollArea):
         spec = QGroupBox("Speculative decoding")
         sform = QFormLayout(spec)
         self.source = QComboBox()
-        for key, label in SOURCES:
-            self.source.addItem(label, key)
+        for key in DRAFT_SOURCES:
+            self.source.addItem(_SOURCE_LABELS[key], key)
+        self._spec_source = DEFAULT_SOURCE  # the draft source whose settings the speculation fields show
         sform.addRow("Draft source", self.source)
         self.draft_model = QComboBox()
         self._draft_items = QStandardItemModel(self.draft_model)
@@ -196,8 +214,8 @@ class SettingsPanel(QScrollArea):
         sform.addRow("Draft model", self.draft_model)
         self.draft_max = QSpinBox()
         self.draft_max.setRange(1, 32)
-        self.draft_max.setToolTip("At most this many guesses per round. ≈5 is a good start; code/JSON like more, "
-                                  "prose fewer.")
+        self.draft_max.setToolTip("At most this many guesses per round (with the adaptive length: the most it "
+                                  "tries). Code/JSON like more, prose fewer.")
         sform.addRow("Draft tokens (max)", self.draft_max)
         self.draft_min = QSpinBox()
         self.draft_min.setRange(0, 32)
@@ -290,7 +308,7 @@ class SettingsPanel(QScrollArea):
             gpu_layers=self.gpu_layers.value(),
             n_ctx=self.n_ctx.value(),
             threads=self.threads.value(),
-            draft_source=self.source.currentData() or "off",
+            draft_source=self.source.currentData() or DEFAULT_SOURCE,
             draft_path=self.draft_model.currentData() or "",
             draft_max=self.draft_max.value(),
             draft_min=self.draft_min.value(),
@@ -330,6 +348,7 @@ class SettingsPanel(QScrollArea):
             self.repeat_penalty.setValue(v.repeat_penalty)
             self.seed.setValue(v.seed)
             self.max_tokens.setValue(v.max_tokens)
+            self._spec_source = self.source.currentData()
         finally:
             self._building = False
         self._update_enabled()
@@ -387,8 +406,25 @@ class SettingsPanel(QScrollArea):
 
     # -- internals --------------------------------------------------------------------------------------
     def _source_changed(self, _i: int) -> None:
+        source = self.source.currentData()
+        if not self._building:
+            # the user chose another source: its own defaults, unless they are those of the settings shown
+            defaults = spec_defaults(source)
+            if defaults != spec_defaults(self._spec_source):
+                self._show_spec(defaults)
+            self._spec_source = source
         self._update_enabled()
         self._emit_changed()
+
+    def _show_spec(self, spec: SpecSettings) -> None:
+        self._building = True
+        try:
+            self.draft_max.setValue(spec.draft_max)
+            self.draft_min.setValue(spec.draft_min)
+            self.adaptive.setChecked(spec.adaptive)
+            self.draft_p_min.setValue(spec.draft_p_min)
+        finally:
+            self._building = False
 
     def _update_enabled(self) -> None:
         src = self.source.currentData()

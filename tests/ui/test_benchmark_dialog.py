@@ -294,6 +294,13 @@ def test_a_differing_output_is_shown_with_position_and_both_continuations(qtbot,
 
 def test_bad_draft_lengths_and_broken_prompt_files_give_inline_errors(qtbot, bridge, store, tiny_target, tmp_path):
     d = make_dialog(qtbot, bridge, store, BenchTarget(tiny_target, "off", None))
+    # the fields start from the benchmark's defaults; the hints say what the auto-tune modes run
+    defaults = bench.BenchOptions(tiny_target)
+    assert parse_draft_max(d.draft_max.text()) == defaults.draft_max == bench.DEFAULT_DRAFT_MAX
+    assert (d.repeats.value(), d.max_tokens.value(), d.adaptive.isChecked()) == (
+        defaults.repeats, defaults.max_tokens, defaults.adaptive)
+    assert [d.mode.itemData(i) for i in range(d.mode.count())] == [*bench.AUTOTUNE_MODES, "custom"]
+    assert f"at most {bench.QUICK_MAX_TOKENS} tokens" in d.mode_hint.text()
     # speculation is off: choose what to measure (no draft chosen: prompt lookup only)
     assert not d.source.isHidden() and [d.source.itemData(i) for i in range(d.source.count())] == ["prompt-lookup"]
     d.set_mode("custom")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QElapsedTimer, QTimer
 
+from app.engine.defaults import spec_defaults
 from app.library.local import LocalLibrary
 from app.store.chats import ChatStore
 from app.store.db import open_database
@@ -239,12 +240,14 @@ def test_each_draft_source_keeps_its_own_settings(qtbot, env):
     v.draft_path = str(draft.path)
     w.panel.set_values(v)
     w._panel_changed()
+    # nothing remembered for this pair: the draft model's defaults
+    assert w.panel.values().spec() == spec_defaults("draft-model")
     w.panel.draft_max.setValue(3)
     w.panel.adaptive.setChecked(False)
     w._save_model_settings()
     # prompt lookup on this target has nothing remembered yet: its measured defaults, not the draft's values
     w.panel.source.setCurrentIndex(w.panel.source.findData("prompt-lookup"))
-    assert w.panel.values().adaptive is True and w.panel.values().draft_max == 16
+    assert w.panel.values().spec() == spec_defaults("prompt-lookup")
     w.panel.draft_max.setValue(12)
     w._save_model_settings()
     # back to the draft model: its own settings come back, the lookup ones are kept for later

@@ -9,8 +9,12 @@ from PySide6.QtTest import QTest
 
 from app.engine.advisor import advise
 from app.engine.compat import check_draft_compatibility
+from app.engine.defaults import DEFAULT_SOURCE, MAX_TOKENS, spec_defaults
 from app.engine.gguf_info import inspect_gguf
 from app.engine.memory import ModelLoad, estimate_load
+from app.engine.sampling import SamplingParams
+from app.engine.session import DRAFT_SOURCES, ModelSettings
+from app.engine.speculative import SpecSettings
 from app.hardware.monitor import Resources
 from app.ui.settings_panel import DraftChoice, PanelValues, SettingsPanel
 
@@ -32,6 +36,45 @@ def test_values_round_trip_and_stored_values_are_sanitised(qtbot):
     # stored settings from an older/corrupt file: wrong types are ignored, not crashing
     restored = PanelValues.from_dict({"n_ctx": "lots", "temperature": 1, "draft_max": 3, "bogus": 1})
     assert restored.n_ctx == PanelValues().n_ctx and restored.temperature == 1.0 and restored.draft_max == 3
+
+
+def test_the_defaults_are_the_engines():
+    v = PanelValues()
+    assert v.sampling() == SamplingParams() and v.max_tokens == MAX_TOKENS
+    assert v.draft_source == DEFAULT_SOURCE and v.spec() == spec_defaults(DEFAULT_SOURCE)
+    load = ModelSettings(Path("m.gguf"))
+    assert (v.n_ctx, v.gpu_layers, v.draft_gpu_layers) == (load.n_ctx, load.n_gpu_layers, load.n_gpu_layers)
+    for source in DRAFT_SOURCES:
+        assert PanelValues.for_source(source).spec() == spec_defaults(source)
+        # stored model settings hold no speculation settings (those are the pair's): the source's defaults
+        stored = PanelValues.from_dict({"draft_source": source, "temperature": 0.1})
+        assert stored.spec() == spec_defaults(source) and stored.temperature == 0.1
+    assert PanelValues.for_source(DEFAULT_SOURCE) == v
+
+
+def test_switching_the_draft_source_starts_from_its_defaults(qtbot):
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+
+    def choose(source: str) -> SpecSettings:
+        panel.source.setCurrentIndex(panel.source.findData(source))
+        return panel.values().spec()
+
+    assert choose("prompt-lookup") == spec_defaults("prompt-lookup")
+    panel.draft_max.setValue(5)
+    assert choose("draft-model") == spec_defaults("draft-model")
+    panel.draft_max.setValue(3)
+    panel.adaptive.setChecked(False)
+    mine = panel.values().spec()
+    # "off" keeps the draft model's settings (they are its defaults too), so turning the draft model on again
+    # finds them as they were
+    assert choose("off") == mine and choose("draft-model") == mine
+    assert choose("prompt-lookup") == spec_defaults("prompt-lookup")
+    # values set by the window (remembered ones) belong to their source: switching away starts afresh
+    panel.set_values(PanelValues(draft_source="prompt-lookup", draft_max=12, adaptive=False))
+    assert choose("off") == spec_defaults("off")
+    panel.set_values(PanelValues(draft_source="draft-model", draft_max=6))
+    assert choose("off").draft_max == 6
 
 
 def test_out_of_range_and_non_numeric_input_is_refused(qtbot):
