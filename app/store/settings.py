@@ -36,10 +36,6 @@ PROMPT_LOOKUP_KEY = "prompt-lookup"
 #: Defaults of the app settings; the UI may pass its own (merged over these) to ``SettingsStore``.
 DEFAULT_APP_SETTINGS: Mapping[str, Any] = {
     "theme": "system",
-    "last_model_path": None,
-    "last_draft_path": None,
-    "speculative_enabled": True,
-    "highlight_draft_tokens": True,
 }
 
 _MISSING: Any = object()
@@ -112,27 +108,14 @@ class SettingsStore:
             (key, _dumps(value, f"setting {key!r}"), self._now()),
         )
 
-    def reset(self, key: str) -> bool:
-        """Forget the stored value (the default applies again); False when none was stored."""
-        return self.conn.execute("DELETE FROM app_settings WHERE key = ?", (key,)).rowcount > 0
-
-    def all(self) -> dict[str, Any]:
-        """Every app setting: the defaults overlaid with what is stored."""
-        result = copy.deepcopy(self.defaults)
-        for key, text in self.conn.execute("SELECT key, value_json FROM app_settings"):
-            value = _loads(text)
-            if value is not _MISSING:
-                result[key] = value
-        return result
-
     # -- per-model settings ----------------------------------------------------------------------------
 
-    def get_model_settings(self, key: str, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Settings stored for the model ``key`` (:func:`model_key`) over ``defaults``; {} if none."""
+    def get_model_settings(self, key: str) -> dict[str, Any]:
+        """Settings stored for the model ``key`` (:func:`model_key`); {} if none."""
         row = self.conn.execute(
             "SELECT settings_json FROM model_settings WHERE model_key = ?", (key,)
         ).fetchone()
-        return {**copy.deepcopy(dict(defaults or {})), **_dict_or_empty(row[0] if row else None)}
+        return _dict_or_empty(row[0] if row else None)
 
     def set_model_settings(self, key: str, settings: Mapping[str, Any]) -> None:
         """Replace the model's settings with ``settings``."""
@@ -143,26 +126,18 @@ class SettingsStore:
             (key, _dumps(_as_dict(settings), f"settings of {key!r}"), self._now()),
         )
 
-    def update_model_settings(self, key: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge ``changes`` into the model's stored settings; returns the result."""
-        merged = {**self.get_model_settings(key), **_as_dict(changes)}
-        self.set_model_settings(key, merged)
-        return merged
-
     def reset_model_settings(self, key: str) -> bool:
         return self.conn.execute("DELETE FROM model_settings WHERE model_key = ?", (key,)).rowcount > 0
 
     # -- per target+draft pair presets -----------------------------------------------------------------
 
-    def get_pair_settings(
-        self, target_key: str, draft_key: str, defaults: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """The preset stored for the pair (both :func:`model_key`) over ``defaults``; {} if none."""
+    def get_pair_settings(self, target_key: str, draft_key: str) -> dict[str, Any]:
+        """The preset stored for the pair (both :func:`model_key`); {} if none."""
         row = self.conn.execute(
             "SELECT settings_json FROM pair_presets WHERE target_key = ? AND draft_key = ?",
             (target_key, draft_key),
         ).fetchone()
-        return {**copy.deepcopy(dict(defaults or {})), **_dict_or_empty(row[0] if row else None)}
+        return _dict_or_empty(row[0] if row else None)
 
     def set_pair_settings(self, target_key: str, draft_key: str, settings: Mapping[str, Any]) -> None:
         """Replace the pair's preset with ``settings``."""

@@ -25,7 +25,7 @@ def conn(db_path: Path) -> Iterator[sqlite3.Connection]:
     c.close()
 
 
-def test_app_settings_defaults_set_reset(conn: sqlite3.Connection) -> None:
+def test_app_settings_defaults_and_set(conn: sqlite3.Connection) -> None:
     s = SettingsStore(conn, defaults={"font_size": 11})
     assert s.get("theme") == DEFAULT_APP_SETTINGS["theme"]
     assert s.get("font_size") == 11
@@ -45,13 +45,6 @@ def test_app_settings_defaults_set_reset(conn: sqlite3.Connection) -> None:
     s.set("theme", "light")  # overwrite
     assert s.get("theme") == "light"
 
-    everything = s.all()
-    assert everything["theme"] == "light" and everything["font_size"] == 14
-    assert everything["speculative_enabled"] == DEFAULT_APP_SETTINGS["speculative_enabled"]
-
-    assert s.reset("theme") is True and s.reset("theme") is False
-    assert s.get("theme") == DEFAULT_APP_SETTINGS["theme"]
-
 
 def test_app_settings_values_are_copies_and_json_only(conn: sqlite3.Connection) -> None:
     s = SettingsStore(conn, defaults={"list": [1, 2]})
@@ -68,7 +61,6 @@ def test_unparsable_stored_value_falls_back(conn: sqlite3.Connection) -> None:
     s = SettingsStore(conn)
     conn.execute("INSERT INTO app_settings VALUES ('theme', '{broken', 0)")
     assert s.get("theme") == DEFAULT_APP_SETTINGS["theme"]
-    assert s.all()["theme"] == DEFAULT_APP_SETTINGS["theme"]
 
 
 def test_settings_persist_across_connections(db_path: Path) -> None:
@@ -112,21 +104,14 @@ def test_model_key_is_name_and_size_so_moving_keeps_settings(
         model_key(tmp_path / "missing.gguf")
 
 
-def test_model_settings_get_set_update_reset(conn: sqlite3.Connection) -> None:
+def test_model_settings_get_set_reset(conn: sqlite3.Connection) -> None:
     s = SettingsStore(conn)
     key = "a.gguf:100"
     assert s.get_model_settings(key) == {}
-    assert s.get_model_settings(key, defaults={"n_ctx": 2048}) == {"n_ctx": 2048}
     s.set_model_settings(key, {"n_ctx": 8192, "temperature": 0.7})
-    assert s.get_model_settings(key, defaults={"n_ctx": 2048, "top_p": 0.9}) == {
-        "n_ctx": 8192,
-        "temperature": 0.7,
-        "top_p": 0.9,
-    }
+    assert s.get_model_settings(key) == {"n_ctx": 8192, "temperature": 0.7}
     s.set_model_settings(key, {"n_ctx": 4096})  # set replaces
     assert s.get_model_settings(key) == {"n_ctx": 4096}
-    assert s.update_model_settings(key, {"temperature": 0.1}) == {"n_ctx": 4096, "temperature": 0.1}
-    assert s.get_model_settings(key) == {"n_ctx": 4096, "temperature": 0.1}
     assert s.get_model_settings("b.gguf:100") == {}  # per model
     assert s.reset_model_settings(key) is True
     assert s.reset_model_settings(key) is False
@@ -145,12 +130,8 @@ def test_pair_presets(conn: sqlite3.Connection) -> None:
     assert s.get_pair_settings(target, draft) == {"draft_max": 6, "tokens_per_s": 41.5}
     assert s.get_pair_settings(draft, target) == {}  # ordered: target first
     assert s.get_pair_settings(target, "other.gguf:1") == {}
-    assert s.get_pair_settings(target, draft, defaults={"draft_min": 1}) == {
-        "draft_min": 1,
-        "draft_max": 6,
-        "tokens_per_s": 41.5,
-    }
-    assert s.update_pair_settings(target, draft, {"draft_max": 8})["draft_max"] == 8
+    assert s.update_pair_settings(target, draft, {"draft_max": 8}) == {"draft_max": 8, "tokens_per_s": 41.5}
+    assert s.get_pair_settings(target, draft) == {"draft_max": 8, "tokens_per_s": 41.5}
     s.set_pair_settings(target, draft, {"draft_max": 4})
     assert s.get_pair_settings(target, draft) == {"draft_max": 4}
     # model settings and pair presets are separate
