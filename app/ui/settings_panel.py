@@ -336,10 +336,7 @@ class SettingsPanel(QScrollArea):
             j = self.draft_model.findData(v.draft_path)
             if j >= 0 and self._draft_items.item(j).isEnabled():
                 self.draft_model.setCurrentIndex(j)
-            self.draft_max.setValue(v.draft_max)
-            self.draft_min.setValue(v.draft_min)
-            self.adaptive.setChecked(v.adaptive)
-            self.draft_p_min.setValue(v.draft_p_min)
+            self._show_spec(v.spec())
             self.draft_gpu_layers.set_value(v.draft_gpu_layers)
             self.temperature.setValue(v.temperature)
             self.top_k.setValue(v.top_k)
@@ -411,20 +408,21 @@ class SettingsPanel(QScrollArea):
             # the user chose another source: its own defaults, unless they are those of the settings shown
             defaults = spec_defaults(source)
             if defaults != spec_defaults(self._spec_source):
-                self._show_spec(defaults)
+                self._building = True
+                try:
+                    self._show_spec(defaults)
+                finally:
+                    self._building = False
             self._spec_source = source
         self._update_enabled()
         self._emit_changed()
 
     def _show_spec(self, spec: SpecSettings) -> None:
-        self._building = True
-        try:
-            self.draft_max.setValue(spec.draft_max)
-            self.draft_min.setValue(spec.draft_min)
-            self.adaptive.setChecked(spec.adaptive)
-            self.draft_p_min.setValue(spec.draft_p_min)
-        finally:
-            self._building = False
+        """Show speculation settings (the caller holds `_building`: no `changed` per field)."""
+        self.draft_max.setValue(spec.draft_max)
+        self.draft_min.setValue(spec.draft_min)
+        self.adaptive.setChecked(spec.adaptive)
+        self.draft_p_min.setValue(spec.draft_p_min)
 
     def _update_enabled(self) -> None:
         src = self.source.currentData()
