@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.engine.session import DRAFT_SOURCES
 from app.engine.speculative import SpecSettings
 
 __all__ = ["DEFAULT_SOURCE", "MAX_TOKENS", "PROMPT_LOOKUP_DRAFT_MAX", "spec_defaults"]
@@ -25,14 +24,17 @@ PROMPT_LOOKUP_DRAFT_MAX = 16
 
 
 def spec_defaults(source: str) -> SpecSettings:
-    """The speculation settings `source` ("off", "draft-model" or "prompt-lookup") starts with.
+    """The speculation settings `source` (one of app.engine.session.DRAFT_SOURCES) starts with.
 
     "off" drafts nothing; its settings are the draft model's, so what the app shows while speculation is off
-    is what turning a draft model on starts from.
+    is what turning a draft model on starts from. A source without an entry here is refused (ValueError).
     """
-    if source not in DRAFT_SOURCES:
-        raise ValueError(f"unknown draft source {source!r} (one of {', '.join(DRAFT_SOURCES)})")
     adaptive = replace(SpecSettings(), adaptive=True)
-    if source == "prompt-lookup":
-        return replace(adaptive, draft_max=PROMPT_LOOKUP_DRAFT_MAX)
-    return adaptive
+    per_source = {
+        "off": adaptive,
+        "draft-model": adaptive,
+        "prompt-lookup": replace(adaptive, draft_max=PROMPT_LOOKUP_DRAFT_MAX),
+    }
+    if source not in per_source:
+        raise ValueError(f"unknown draft source {source!r} (one of {', '.join(per_source)})")
+    return per_source[source]

@@ -21,7 +21,7 @@ def test_each_source_starts_adaptive_with_its_measured_length():
     assert spec_defaults("draft-model") == SpecSettings(draft_max=8, adaptive=True)
     assert spec_defaults("prompt-lookup") == SpecSettings(draft_max=16, adaptive=True)
     assert spec_defaults("off") == spec_defaults("draft-model")  # what turning a draft model on starts from
-    for source in DRAFT_SOURCES:
+    for source in DRAFT_SOURCES:  # every source the engine knows has its defaults
         spec = spec_defaults(source)
         spec.validate()
         assert spec.draft_min == 0 and spec.draft_p_min == 0.0
