@@ -18,6 +18,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.engine import sources
+
 if TYPE_CHECKING:
     from app.engine.speculative import SpecSettings
 
@@ -87,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sampling = SamplingParams()
     load = ModelSettings(Path())
-    by_draft, by_lookup = spec_defaults("draft-model"), spec_defaults("prompt-lookup")
+    by_draft, by_lookup = spec_defaults(sources.DRAFT_MODEL), spec_defaults(sources.HISTORY)
     bench_defaults = bench.BenchOptions(Path())
 
     p = _Parser(prog="tandem", description="Run GGUF language models locally, faster, with speculative decoding.")
@@ -236,7 +238,7 @@ def _spec_from_args(args: argparse.Namespace) -> SpecSettings:
     from app.engine.defaults import spec_defaults
     from app.engine.speculative import SpecSettings
 
-    source = "draft-model" if args.draft else ("prompt-lookup" if args.prompt_lookup else "off")
+    source = sources.DRAFT_MODEL if args.draft else (sources.HISTORY if args.prompt_lookup else sources.OFF)
     options = {f.name for f in fields(SpecSettings)}  # --draft-max, --draft-min, --draft-p-min, --adaptive
     given = {k: v for k, v in vars(args).items() if k in options and v is not None}
     spec = replace(spec_defaults(source), **given)
@@ -284,7 +286,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             engine.load_draft(ModelSettings(Path(args.draft), n_gpu_layers=args.draft_gpu_layers,
                                             n_ctx=args.draft_ctx or args.ctx, n_threads=args.threads))
         elif args.prompt_lookup:
-            engine.use_prompt_lookup()
+            engine.use_history()
 
         def on_piece(piece) -> None:
             if not args.json:
@@ -349,7 +351,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         if args.draft:
             engine.load_draft(ModelSettings(Path(args.draft), n_ctx=args.ctx))
         elif args.prompt_lookup:
-            engine.use_prompt_lookup()
+            engine.use_history()
         chat = ChatSession(engine, system_prompt=args.system)
         sampling = SamplingParams(temperature=args.temperature)
 

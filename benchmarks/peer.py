@@ -263,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()
     t_start = time.time()
     try:
-        from app.engine.proposers import PromptLookupProposer
+        from app.engine.proposers import HistoryProposer
 
-        lookup = PromptLookupProposer()
+        lookup = HistoryProposer()  # this chat only: no past chats in a benchmark
         side.generate(prompt_text, 8, side.draft_proposer, 3)  # warm-up
         for rep in range(args.repeats):
             print(f"round {rep + 1}/{args.repeats}", file=sys.stderr)

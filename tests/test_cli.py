@@ -176,7 +176,7 @@ def test_the_parsers_defaults_are_the_engines():
     load = ModelSettings(Path("t.gguf"))
     assert (args.max_tokens, args.ctx, args.gpu_layers, args.draft_gpu_layers) == (
         MAX_TOKENS, load.n_ctx, load.n_gpu_layers, load.n_gpu_layers)
-    for extra, source in (((), "off"), (("--draft", "d.gguf"), "draft-model"), (("--prompt-lookup",), "prompt-lookup")):
+    for extra, source in (((), "off"), (("--draft", "d.gguf"), "draft-model"), (("--prompt-lookup",), "history")):
         assert _spec_from_args(generate(*extra)) == spec_defaults(source), source
     given = generate("--prompt-lookup", "--draft-max", "4", "--no-adaptive", "--draft-min", "2", "--draft-p-min", "0.5")
     assert _spec_from_args(given) == SpecSettings(draft_max=4, draft_min=2, draft_p_min=0.5, adaptive=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.engine import sources
 from app.engine.compat import check_draft_compatibility
 from app.engine.gguf_info import ModelInfo
 from app.engine.memory import MemoryEstimate
@@ -46,7 +47,7 @@ def advise(
     out: list[Advice] = []
     if target is None:
         return out
-    if draft_source == "draft-model" and draft is not None:
+    if draft_source == sources.DRAFT_MODEL and draft is not None:
         verdict = check_draft_compatibility(target, draft)
         if not verdict.compatible:
             out.append(Advice("error", f"This draft will be refused — {verdict.reason}. A draft with another "
@@ -62,7 +63,7 @@ def advise(
             out.append(Advice("warning", "Everything runs on the CPU: draft-model speculation rarely helps there "
                                          "(both models compete for the same memory bandwidth). Try prompt lookup, "
                                          "or turn speculation off — run the benchmark to see what wins here."))
-    if draft_source == "draft-model" and draft is None:
+    if draft_source == sources.DRAFT_MODEL and draft is None:
         out.append(Advice("info", "Choose a draft model: a small model of the same family (same tokenizer)."))
     if has_gpu and not gpu_offload_supported and (target_gpu_layers or draft_gpu_layers):
         out.append(Advice("warning", "This llama.cpp build has no GPU support, so GPU layers are ignored. "
@@ -79,7 +80,7 @@ def advise(
     if draft_source != "off" and max_tokens is not None and max_tokens < 32:
         out.append(Advice("info", "Short replies gain little from speculation: the prompt and the first token "
                                   "cost the same either way."))
-    if draft_source == "prompt-lookup":
+    if draft_source == sources.HISTORY:
         out.append(Advice("info", "Prompt lookup shines when the reply repeats the prompt: edits, rewrites, code "
                                   "changes, extraction. On free prose it rarely finds a match (and costs ~nothing)."))
     return out

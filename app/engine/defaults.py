@@ -5,8 +5,8 @@
 * **Speculation**: the draft source is `DEFAULT_SOURCE` ("off"); each source starts from
   `spec_defaults(source)`, measured with the adaptive controller (docs/benchmarks.md): the adaptive length,
   which never loses where drafting cannot win and stays near the best fixed length where it wins, up to
-  `SpecSettings().draft_max` guesses for a draft model and up to `PROMPT_LOOKUP_DRAFT_MAX` for prompt lookup
-  (its guesses cost only their verify rows).
+  `SpecSettings().draft_max` guesses for a draft model and up to `HISTORY_DRAFT_MAX` for drafting from
+  the chat history (its guesses cost only their verify rows).
 * **Reply length**: `MAX_TOKENS`, for the app's replies and `tandem generate` / `tandem chat`.
 """
 
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from app.engine import sources
 from app.engine.speculative import SpecSettings
 
-__all__ = ["DEFAULT_SOURCE", "MAX_TOKENS", "PROMPT_LOOKUP_DRAFT_MAX", "spec_defaults"]
+__all__ = ["DEFAULT_SOURCE", "MAX_TOKENS", "HISTORY_DRAFT_MAX", "spec_defaults"]
 
-DEFAULT_SOURCE = "off"
+DEFAULT_SOURCE = sources.OFF
 MAX_TOKENS = 1024
-PROMPT_LOOKUP_DRAFT_MAX = 16
+HISTORY_DRAFT_MAX = 16
 
 
 def spec_defaults(source: str) -> SpecSettings:
@@ -31,9 +32,9 @@ def spec_defaults(source: str) -> SpecSettings:
     """
     adaptive = replace(SpecSettings(), adaptive=True)
     per_source = {
-        "off": adaptive,
-        "draft-model": adaptive,
-        "prompt-lookup": replace(adaptive, draft_max=PROMPT_LOOKUP_DRAFT_MAX),
+        sources.OFF: adaptive,
+        sources.DRAFT_MODEL: adaptive,
+        sources.HISTORY: replace(adaptive, draft_max=HISTORY_DRAFT_MAX),
     }
     if source not in per_source:
         raise ValueError(f"unknown draft source {source!r} (one of {', '.join(per_source)})")

@@ -6,8 +6,6 @@ One interface (as in HF transformers' candidate generators), two implementations
 * `HistoryProposer` — no second model: where the end of the conversation was written before (earlier in
   this chat, or in past chats of the same tokenizer family), what followed it then is proposed now — the
   longest match wins (great for edits, code, quoting, and questions asked again);
-* `PromptLookupProposer` — the classic prompt lookup: the longest recent n-gram (4 down to 2 tokens) of the
-  conversation that appeared before, continued from its last occurrence.
 
 The speculative loop talks to a proposer through `begin` (a generation starts), `propose` (a `Proposal`:
 the guessed tokens and, when the proposer has them, its confidence in each), `accepted` (how much of the
@@ -28,11 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from app.engine import sources
 from app.engine.history_index import MAX_MATCH, Candidate, SequenceIndex
 from app.engine.history_store import HistoryStore
 from app.engine.llama_backend import Context, SpeculationUnsupported
 
-__all__ = ["Proposal", "Proposer", "DraftModelProposer", "HistoryProposer", "PromptLookupProposer"]
+__all__ = ["Proposal", "Proposer", "DraftModelProposer", "HistoryProposer"]
 
 
 @dataclass
@@ -127,7 +126,7 @@ class DraftModelProposer(Proposer):
     plus one per further guess; the top token and its probability come from numpy over the logits row.
     """
 
-    name = "draft-model"
+    name = sources.DRAFT_MODEL
     reports_confidence = True
 
     def __init__(self, ctx: Context, p_min: float = 0.0) -> None:
@@ -222,71 +221,6 @@ class DraftModelProposer(Proposer):
         self._ctx.close()
 
 
-class PromptLookupProposer(Proposer):
-    """N-gram lookup in the conversation itself (prompt lookup decoding): no second model.
-
-    Keeps an index n-gram → most recent position where it ended, updated incrementally as the history
-    grows, so a proposal costs O(ngram_max) dictionary look-ups however long the conversation is.
-    """
-
-    name = "prompt-lookup"
-
-    # ngram_min 2: a one-token match predicts the next tokens too rarely to pay for its verify rows. Measured
-    # on the built-in prompts (docs/benchmarks.md, SmolLM2 F16, 2 threads): fixed max 8 0.72x -> 0.96x of
-    # plain, adaptive 1.05x -> 1.10x, when one-token matches are no longer used.
-    def __init__(self, ngram_max: int = 4, ngram_min: int = 2) -> None:
-        super().__init__()
-        if not (1 <= ngram_min <= ngram_max):
-            raise ValueError("prompt lookup needs 1 <= ngram_min <= ngram_max")
-        self.ngram_max = ngram_max
-        self.ngram_min = ngram_min
-        self.reset()
-
-    def reset(self) -> None:
-        self._hist: list[int] = []
-        self._indexed = 0  # n-grams ending before this position are in the index
-        self._index: dict[tuple[int, ...], int] = {}
-        self._in_generation = False
-
-    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None, *, catch_up: bool = True) -> None:
-        # the index stays valid while the new prompt extends what it was built from (a chat's next turn)
-        n = len(self._hist)
-        if len(prompt) < n or list(prompt[:n]) != self._hist:
-            self.reset()
-        self._in_generation = True
-
-    def _sync(self, history: Sequence[int]) -> None:
-        n = len(self._hist)
-        if not self._in_generation and (len(history) < n or list(history[:n]) != self._hist):
-            self.reset()
-            n = 0
-        self._hist.extend(history[n:])
-        # index every n-gram that ends at a position < len-1 (the final one is the query itself)
-        hist = self._hist
-        stop = len(hist) - 1
-        index = self._index
-        for end in range(self._indexed, stop):
-            for n_gram in range(self.ngram_min, self.ngram_max + 1):
-                start = end - n_gram + 1
-                if start < 0:
-                    break
-                index[tuple(hist[start : end + 1])] = end
-        self._indexed = max(self._indexed, stop)
-
-    def _propose(self, history: Sequence[int], n_max: int, min_confidence: float, want_confidence: bool) -> Proposal:
-        if len(history) < 2:
-            return Proposal()
-        self._sync(history)
-        hist = self._hist
-        for n_gram in range(min(self.ngram_max, len(hist) - 1), self.ngram_min - 1, -1):
-            end = self._index.get(tuple(hist[-n_gram:]))
-            if end is not None:
-                out = hist[end + 1 : end + 1 + n_max]
-                if out:
-                    return Proposal(out)
-        return Proposal()
-
-
 class HistoryProposer(Proposer):
     """Drafts what followed the longest earlier occurrence of the conversation's end (see history_index).
 
@@ -298,9 +232,9 @@ class HistoryProposer(Proposer):
     match is a weak hint, a forty-token one a near certainty.
     """
 
-    name = "history"
+    name = sources.HISTORY
     reports_confidence = True
-    SOURCE_CHAT = "chat"
+    SOURCE_CHAT = "this chat"
     SOURCE_PAST = "past chats"
 
     def __init__(self, store: HistoryStore | None = None, *, n_min: int = 2, length_factor: float = 2.0) -> None:
@@ -311,16 +245,23 @@ class HistoryProposer(Proposer):
         self.length_factor = length_factor
         self._conv = SequenceIndex(n_min=n_min, n_max=4)
         self._stored_upto = 0  # the conversation's tokens before this position are in the store already
+        self._in_generation = False  # between begin() and reset(): history only grows
 
     def reset(self) -> None:
         self._conv.reset()
         self._stored_upto = 0
+        self._in_generation = False
 
     def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None, *, catch_up: bool = True) -> None:
+        self._follow(prompt)
+        self._in_generation = True
+
+    def _follow(self, history: Sequence[int]) -> None:
+        """Index `history`: extend the conversation, or start over if `history` is another one (or edited)."""
         conv = self._conv.tokens
-        if len(prompt) < len(conv) or list(prompt[: len(conv)]) != conv:
-            self.reset()  # another conversation (or an edited one): index it from the start
-        self._sync(prompt)
+        if len(history) < len(conv) or list(history[: len(conv)]) != conv:
+            self.reset()
+        self._sync(history)
 
     def _sync(self, history: Sequence[int]) -> None:
         n = len(self._conv)
@@ -330,7 +271,10 @@ class HistoryProposer(Proposer):
     def _propose(self, history: Sequence[int], n_max: int, min_confidence: float, want_confidence: bool) -> Proposal:
         if len(history) < 2:
             return Proposal()
-        self._sync(history)
+        if self._in_generation:
+            self._sync(history)  # within a generation history only grows: no need to compare it
+        else:
+            self._follow(history)
         hist = history if isinstance(history, list) else list(history)
         candidates = [(c, self.SOURCE_CHAT) for c in self._conv.candidates(hist, n_max, recency_base=1 << 40)]
         if self.store is not None:

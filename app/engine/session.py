@@ -15,18 +15,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.engine import sources
 from app.engine.adaptive import AdaptiveDraftController
 from app.engine.chat_template import ChatTemplate, Message
 from app.engine.compat import Verdict, check_draft_compatibility
 from app.engine.gguf_info import ModelInfo, inspect_gguf
+from app.engine.history_store import DEFAULT_MAX_BYTES, HistoryStore, tokenizer_fingerprint
 from app.engine.llama_backend import Context, EngineError, Model, SpeculationUnsupported
-from app.engine.proposers import DraftModelProposer, PromptLookupProposer, Proposer
+from app.engine.proposers import DraftModelProposer, HistoryProposer, Proposer
 from app.engine.sampling import SamplingParams
 from app.engine.speculative import GenerationResult, Piece, RoundInfo, SpecSettings, generate
 
 __all__ = ["ModelSettings", "Engine", "ChatSession", "IncompatibleDraft", "SpeculationUnsupported", "DRAFT_SOURCES"]
 
-DRAFT_SOURCES = ("off", "draft-model", "prompt-lookup")
+DRAFT_SOURCES = sources.DRAFT_SOURCES
+
 
 
 class IncompatibleDraft(EngineError):
@@ -81,7 +84,20 @@ def _load(settings: ModelSettings, progress: Callable[[float], bool] | None) -> 
 
 
 class Engine:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        history_folder: Path | None = None,
+        *,
+        history_enabled: bool = True,
+        history_max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        """`history_folder`: where past chats are remembered for drafting, one file per tokenizer family
+        (None: only in memory, for this process); `history_enabled=False`: past chats are neither read nor
+        written."""
+        self._history_folder = history_folder
+        self._history_enabled = history_enabled
+        self._history_max_bytes = history_max_bytes
+        self._stores: dict[str, HistoryStore] = {}
         self._target: _Loaded | None = None
         self._draft: _Loaded | None = None
         self.proposer: Proposer | None = None
@@ -107,8 +123,8 @@ class Engine:
 
     @property
     def speculation(self) -> str:
-        """What drafts now: "off" or the proposer's name ("draft-model", "prompt-lookup")."""
-        return "off" if self.proposer is None else self.proposer.name
+        """What drafts now: one of app.engine.sources.DRAFT_SOURCES (the proposer's name, or "off")."""
+        return sources.OFF if self.proposer is None else self.proposer.name
 
     @property
     def draft_info(self) -> ModelInfo | None:
@@ -144,10 +160,40 @@ class Engine:
         self._set_proposer(proposer)
         return verdict
 
-    def use_prompt_lookup(self, ngram_max: int = 4, ngram_min: int = 2) -> None:
+    def use_history(self) -> None:
+        """Draft without a second model: from this conversation and past chats (`HistoryProposer`)."""
         self._refuse_speculation_on_target()
         self.disable_speculation()
-        self._set_proposer(PromptLookupProposer(ngram_max=ngram_max, ngram_min=ngram_min))
+        self._set_proposer(HistoryProposer(self.history_store()))
+
+    # -- past chats ---------------------------------------------------------------------------------------
+    def history_store(self) -> HistoryStore:
+        """The past-chats store of the loaded target's tokenizer family."""
+        family = tokenizer_fingerprint(self.target.info.token_bytes())
+        store = self._stores.get(family)
+        if store is None:
+            path = self._history_folder / f"{family}.tokens" if self._history_folder is not None else None
+            store = HistoryStore(path, max_bytes=self._history_max_bytes, enabled=self._history_enabled)
+            self._stores[family] = store
+        return store
+
+    @property
+    def history_enabled(self) -> bool:
+        return self._history_enabled
+
+    def set_history_enabled(self, enabled: bool) -> None:
+        """The privacy switch: off, past chats are neither read nor written (this chat is still drafted from)."""
+        self._history_enabled = enabled
+        for store in self._stores.values():
+            store.enabled = enabled
+
+    def clear_history(self) -> None:
+        """Forget every past chat of every tokenizer family, in memory and on disk."""
+        for store in self._stores.values():
+            store.clear()
+        if self._history_folder is not None and self._history_folder.is_dir():
+            for f in self._history_folder.glob("*.tokens"):
+                f.unlink(missing_ok=True)
 
     def _refuse_speculation_on_target(self) -> None:
         refusal = self.target.model.speculation_refusal("target")

@@ -51,6 +51,7 @@ from pathlib import Path
 import platformdirs
 
 __all__ = [
+    "default_history_dir",
     "APPLICATION_ID",
     "DB_FILENAME",
     "MIGRATIONS",
@@ -180,6 +181,11 @@ def default_data_dir() -> Path:
 
 def default_db_path() -> Path:
     return default_data_dir() / DB_FILENAME
+
+
+def default_history_dir() -> Path:
+    """Where past chats are remembered for drafting (one file per tokenizer family): ``<data dir>/history``."""
+    return default_data_dir() / "history"
 
 
 # ---------------------------------------------------------------------------------------------------------

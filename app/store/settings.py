@@ -13,7 +13,7 @@ to that connection's thread. Values are stored as JSON, so anything ``json.dumps
   the same byte size would share settings; for split GGUF files the first part names the model.
 * **Pair presets** (a dict per target+draft pair, e.g. the benchmark's best ``draft_max``):
   keyed by the two models' :func:`model_key`; a target with prompt lookup (no draft model) uses
-  :data:`PROMPT_LOOKUP_KEY` as its draft key.
+  :data:`HISTORY_KEY` as its draft key.
 
 A stored value that no longer parses as JSON is treated as absent (its default applies).
 """
@@ -28,14 +28,22 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_APP_SETTINGS", "PROMPT_LOOKUP_KEY", "SettingsStore", "model_key"]
+from app.engine import sources
+from app.engine.session import ModelSettings
+
+__all__ = ["DEFAULT_APP_SETTINGS", "HISTORY_KEY", "SettingsStore", "model_key"]
 
 #: The draft key of a target's pair preset with prompt lookup (no draft model; never a model_key: no colon).
-PROMPT_LOOKUP_KEY = "prompt-lookup"
+HISTORY_KEY = sources.HISTORY
 
-#: Defaults of the app settings; the UI may pass its own (merged over these) to ``SettingsStore``.
+#: Defaults of the app settings (the one table: the window and the settings dialog read it through the store).
 DEFAULT_APP_SETTINGS: Mapping[str, Any] = {
-    "theme": "system",
+    "theme": "system",  # "system" | "light" | "dark"
+    "model_folders": [],  # the user's own model folders (the default and LM Studio's are always scanned)
+    "default_ctx": ModelSettings.n_ctx,  # context length for a model with no settings of its own
+    "threads": 0,  # 0 = automatic
+    "highlight_draft_tokens": False,  # shade text that came from accepted draft guesses
+    "remember_past_chats": True,  # draft from past chats (kept on this computer, per tokenizer family)
 }
 
 _MISSING: Any = object()

@@ -42,9 +42,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine import bench
+from app.engine import bench, sources
 from app.engine.session import ModelSettings
-from app.store.settings import PROMPT_LOOKUP_KEY, SettingsStore, model_key
+from app.store.settings import HISTORY_KEY, SettingsStore, model_key
 from app.ui.bridge import EngineBridge
 from app.ui.settings_panel import PanelValues
 
@@ -117,7 +117,7 @@ def apply_preset(values: PanelValues, preset: dict) -> PanelValues:
     v = replace(values)
     source = str(preset.get("speculation") or "off")
     v.draft_source = source
-    if source == "draft-model" and preset.get("draft"):
+    if source == sources.DRAFT_MODEL and preset.get("draft"):
         v.draft_path = str(preset["draft"])
     if source != "off" and preset.get("draft_max"):
         v.draft_max = int(preset["draft_max"])  # type: ignore[arg-type]
@@ -342,18 +342,18 @@ class BenchmarkDialog(QDialog):
             self._update_controls()
             return
         self.target_label.setText(Path(t.target_path).name)
-        if t.speculation == "draft-model":
+        if t.speculation == sources.DRAFT_MODEL:
             name = Path(t.draft.path).name if t.draft is not None else "the loaded draft model"
             self.source_label.setText(f"draft model {name}")
             self.source.hide()
-        elif t.speculation == "prompt-lookup":
+        elif t.speculation == sources.HISTORY:
             self.source_label.setText("prompt lookup (no second model)")
             self.source.hide()
         else:
             self.source_label.setText("Off now. Measure it with:")
-            self.source.addItem("Prompt lookup (no second model)", "prompt-lookup")
+            self.source.addItem("Prompt lookup (no second model)", sources.HISTORY)
             if t.draft is not None and Path(t.draft.path).exists():
-                self.source.addItem(f"Draft model {Path(t.draft.path).name} (loaded for the benchmark)", "draft-model")
+                self.source.addItem(f"Draft model {Path(t.draft.path).name} (loaded for the benchmark)", sources.DRAFT_MODEL)
             self.source.show()
         self._update_controls()
 
@@ -418,7 +418,7 @@ class BenchmarkDialog(QDialog):
             if source is None:
                 self._set_status("Choose what to benchmark: prompt lookup or a draft model.", error=True)
                 return False
-            draft = t.draft if source == "draft-model" else None
+            draft = t.draft if source == sources.DRAFT_MODEL else None
         options = bench.BenchOptions(
             model=Path(t.target_path), draft_max=draft_max,
             adaptive=self.adaptive.isChecked() if mode == "custom" else True, prompts=prompts,
@@ -643,9 +643,9 @@ class BenchmarkDialog(QDialog):
             return None
         meta = self.report.meta
         target = model_key(str(meta["target"]))
-        if meta.get("speculation") == "draft-model" and meta.get("draft"):
+        if meta.get("speculation") == sources.DRAFT_MODEL and meta.get("draft"):
             return target, model_key(str(meta["draft"]))
-        return target, PROMPT_LOOKUP_KEY
+        return target, HISTORY_KEY
 
     def apply_pick(self) -> bool:
         """Store the auto-tune's pick as the pair's preset and ask the main window to apply it."""

@@ -18,12 +18,13 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from app.engine import bench
+from app.engine import bench, sources
 from app.engine.chat_template import ChatTemplateError, Message
-from app.engine.errors import error_message
+from app.engine.errors import error_message, one_line
 from app.engine.gguf_info import GGUFError
 from app.engine.llama_backend import EngineError, LoadCancelled, default_threads
 from app.engine.sampling import SamplingParams
@@ -56,7 +57,7 @@ class BenchRequest:
 
     `options` describes the sweep (prompts, draft lengths, repeats, max tokens); the models, threads and
     context come from the loaded engine. `source`: None benchmarks the engine's current speculation;
-    "prompt-lookup" or "draft-model" (with `draft`, the draft to load) sets that source up for the
+    "history" or "draft-model" (with `draft`, the draft to load) sets that source up for the
     benchmark when speculation is off, and switches it off again afterwards. `autotune`: "quick" or
     "thorough" runs that mode's sweep (bench.autotune_options) and sets the report's preset.
     """
@@ -80,7 +81,7 @@ class EngineWorker(QObject):
     loaded = Signal(str, object)  # which, ModelInfo
     loadFailed = Signal(str, str)  # which, message
     unloaded = Signal(str)  # "target" | "draft"
-    speculationChanged = Signal(str)  # "off" | "draft-model" | "prompt-lookup"
+    speculationChanged = Signal(str)  # one of app.engine.sources.DRAFT_SOURCES
     pieces = Signal(int, object)  # request id, list[Piece]
     finished = Signal(int, object)  # request id, GenerationResult
     failed = Signal(int, str)  # request id, message
@@ -90,9 +91,9 @@ class EngineWorker(QObject):
     benchFailed = Signal(str)  # one readable line
     error = Signal(str)  # anything else that went wrong
 
-    def __init__(self) -> None:
+    def __init__(self, history_folder: Path | None = None, history_enabled: bool = True) -> None:
         super().__init__()
-        self.engine = Engine()
+        self.engine = Engine(history_folder, history_enabled=history_enabled)
         self._cancel_load = threading.Event()
 
     # -- thread-safe controls (called directly from the GUI thread) ---------------------------------
@@ -127,7 +128,7 @@ class EngineWorker(QObject):
             self.loadFailed.emit("target", _message(e))
             return
         self.loaded.emit("target", info)
-        self.speculationChanged.emit("off")
+        self.speculationChanged.emit(sources.OFF)
 
     @Slot(object)
     def load_draft(self, settings: ModelSettings) -> None:
@@ -144,22 +145,33 @@ class EngineWorker(QObject):
             self.loadFailed.emit("draft", _message(e))
             return
         self.loaded.emit("draft", self.engine.draft_info)
-        self.speculationChanged.emit("draft-model")
+        self.speculationChanged.emit(sources.DRAFT_MODEL)
 
     @Slot()
-    def use_prompt_lookup(self) -> None:
+    def use_history(self) -> None:
         try:
-            self.engine.use_prompt_lookup()
+            self.engine.use_history()
         except BaseException as e:  # noqa: BLE001
             self.error.emit(_message(e))
             return
-        self.speculationChanged.emit("prompt-lookup")
+        self.speculationChanged.emit(sources.HISTORY)
+
+    @Slot(bool)
+    def set_history_enabled(self, enabled: bool) -> None:
+        self.engine.set_history_enabled(enabled)
+
+    @Slot()
+    def clear_history(self) -> None:
+        try:
+            self.engine.clear_history()
+        except OSError as e:
+            self.error.emit(f"could not forget past chats: {one_line(e)}")
 
     @Slot()
     def disable_speculation(self) -> None:
         self.engine.disable_speculation()
         self.unloaded.emit("draft")
-        self.speculationChanged.emit("off")
+        self.speculationChanged.emit(sources.OFF)
 
     @Slot(object)
     def set_spec(self, spec: SpecSettings) -> None:
@@ -237,11 +249,11 @@ class EngineWorker(QObject):
                 raise bench.BenchError("load a target model first")
             current = engine.speculation
             if request.source is not None and request.source != current:
-                if current != "off":
+                if current != sources.OFF:
                     raise bench.BenchError(f"speculation is already on ({current}): benchmark that, or turn it off")
-                if request.source == "prompt-lookup":
-                    engine.use_prompt_lookup()
-                elif request.source == "draft-model":
+                if request.source == sources.HISTORY:
+                    engine.use_history()
+                elif request.source == sources.DRAFT_MODEL:
                     if request.draft is None:
                         raise bench.BenchError("choose a draft model to benchmark")
                     engine.load_draft(request.draft)
@@ -249,13 +261,13 @@ class EngineWorker(QObject):
                     raise bench.BenchError(f"unknown speculation source {request.source!r}")
                 temporary = True
                 current = request.source
-            if request.autotune and current == "off":
+            if request.autotune and current == sources.OFF:
                 raise bench.BenchError("auto-tune needs speculation: choose prompt lookup or a draft model")
             target = engine.target
             options = replace(
                 request.options, model=target.settings.path,
-                draft=engine.draft_info.path if current == "draft-model" and engine.draft_info else None,
-                prompt_lookup=current == "prompt-lookup",
+                draft=engine.draft_info.path if current == sources.DRAFT_MODEL and engine.draft_info else None,
+                prompt_lookup=current == sources.HISTORY,
                 threads=target.settings.n_threads or default_threads(), n_ctx=target.ctx.n_ctx,
                 gpu_layers=target.settings.n_gpu_layers,
             )  # fmt: skip
@@ -303,7 +315,9 @@ class EngineBridge(QObject):
     # commands (connected to the worker's slots; Qt queues them into the worker thread)
     _loadTarget = Signal(object)
     _loadDraft = Signal(object)
-    _usePromptLookup = Signal()
+    _useHistory = Signal()
+    _setHistoryEnabled = Signal(bool)
+    _clearHistory = Signal()
     _disableSpeculation = Signal()
     _setSpec = Signal(object)
     _unload = Signal()
@@ -311,16 +325,20 @@ class EngineBridge(QObject):
     _runBenchmark = Signal(object)
     _shutdown = Signal()
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, parent: QObject | None = None, *, history_folder: Path | None = None,
+                 history_enabled: bool = True) -> None:
+        """`history_folder`: where the engine remembers past chats for drafting (None: in memory only)."""
         super().__init__(parent)
         self.thread = QThread()
         self.thread.setObjectName("tandem-engine")
-        self.worker = EngineWorker()
+        self.worker = EngineWorker(history_folder, history_enabled)
         self.worker.moveToThread(self.thread)
         self.thread.finished.connect(self.worker.deleteLater)
         self._loadTarget.connect(self.worker.load_target)
         self._loadDraft.connect(self.worker.load_draft)
-        self._usePromptLookup.connect(self.worker.use_prompt_lookup)
+        self._useHistory.connect(self.worker.use_history)
+        self._setHistoryEnabled.connect(self.worker.set_history_enabled)
+        self._clearHistory.connect(self.worker.clear_history)
         self._disableSpeculation.connect(self.worker.disable_speculation)
         self._setSpec.connect(self.worker.set_spec)
         self._unload.connect(self.worker.unload)
@@ -348,8 +366,16 @@ class EngineBridge(QObject):
     def load_draft(self, settings: ModelSettings) -> None:
         self._loadDraft.emit(settings)
 
-    def use_prompt_lookup(self) -> None:
-        self._usePromptLookup.emit()
+    def use_history(self) -> None:
+        self._useHistory.emit()
+
+    def set_history_enabled(self, enabled: bool) -> None:
+        """The privacy switch for drafting from past chats (off: nothing read or written)."""
+        self._setHistoryEnabled.emit(bool(enabled))
+
+    def clear_history(self) -> None:
+        """Forget what the engine remembers of past chats (in memory and on disk)."""
+        self._clearHistory.emit()
 
     def disable_speculation(self) -> None:
         self._disableSpeculation.emit()

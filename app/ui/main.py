@@ -16,12 +16,12 @@ def create_main_window(db_path: Path | None = None):
     from app.store.chats import ChatStore
     from app.store.db import open_database
     from app.store.settings import SettingsStore
-    from app.ui.main_window import APP_DEFAULTS, MainWindow
+    from app.ui.main_window import MainWindow
 
     conn = open_database(db_path)
     chats = ChatStore(conn)
     chats.recover_interrupted()
-    settings = SettingsStore(conn, defaults=APP_DEFAULTS)
+    settings = SettingsStore(conn)
     library_cache = (db_path.parent if db_path else default_models_folder().parent) / "library-cache.json"
     folders = [default_models_folder()]
     demo_folder = cache_dir()

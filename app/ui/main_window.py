@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine import sources
 from app.engine.advisor import advise
 from app.engine.gguf_info import GGUFError, ModelInfo, inspect_gguf
 from app.engine.llama_backend import backend_info, default_threads
@@ -36,8 +37,8 @@ from app.hardware import monitor
 from app.library.credentials import TokenStore
 from app.library.local import LocalLibrary, LocalModel
 from app.store.chats import ChatStore
-from app.store.db import default_data_dir
-from app.store.settings import PROMPT_LOOKUP_KEY, SettingsStore, model_key
+from app.store.db import default_data_dir, default_history_dir
+from app.store.settings import HISTORY_KEY, SettingsStore, model_key
 from app.ui.benchmark_dialog import BenchmarkDialog, BenchTarget, apply_preset, summary_line
 from app.ui.bridge import EngineBridge
 from app.ui.chat_view import ChatView
@@ -52,12 +53,13 @@ from app.ui.theme import apply_theme
 
 __all__ = ["MainWindow"]
 
-APP_DEFAULTS = {"highlight_draft_tokens": False, "model_folders": [], "theme": "system", "default_ctx": 4096,
-                "threads": 0}
-
-
-# settings for prompt lookup on a target that has none remembered yet
-LOOKUP_DEFAULTS = {"adaptive": True, "draft_max": 16}
+def past_chats_bytes() -> int:
+    """What the engine remembers of past chats for drafting, on disk (read from its folder: no engine call)."""
+    folder = default_history_dir()
+    try:
+        return sum(f.stat().st_size for f in folder.glob("*.tokens"))
+    except OSError:
+        return 0
 
 
 class MainWindow(QMainWindow):
@@ -75,7 +77,8 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.library = library
         self.extra_folders = list(extra_folders or [])
-        self.bridge = EngineBridge(self)
+        self.bridge = EngineBridge(self, history_folder=default_history_dir(),
+                                   history_enabled=bool(self.settings.get("remember_past_chats")))
         self.target: LocalModel | None = None
         self.target_info: ModelInfo | None = None
         self.speculation = "off"
@@ -94,7 +97,7 @@ class MainWindow(QMainWindow):
         self.downloads = DownloadBridge(self.library_default_folder(), data_dir / "downloads",
                                         token=self.token_store.get, endpoint=endpoint, parent=self)  # fmt: skip
         self.discover = DiscoverView(self.downloads, self.token_store, library, endpoint=endpoint)
-        self.discover.n_ctx = int(self.settings.get("default_ctx", 4096) or 4096)  # for the fit badge
+        self.discover.n_ctx = int(self.settings.get("default_ctx"))  # for the fit badge
         self.left_tabs = QTabWidget()
         self.left_tabs.addTab(self.browser, "Library")
         self.left_tabs.addTab(self.discover, "Discover")
@@ -139,8 +142,8 @@ class MainWindow(QMainWindow):
         self._save_timer.timeout.connect(self._save_model_settings)
 
         self.chat.set_model_ready(False)
-        self.chat.set_highlight_drafts(bool(self.settings.get("highlight_draft_tokens", False)))
-        self.highlight_action.setChecked(bool(self.settings.get("highlight_draft_tokens", False)))
+        self.chat.set_highlight_drafts(bool(self.settings.get("highlight_draft_tokens")))
+        self.highlight_action.setChecked(bool(self.settings.get("highlight_draft_tokens")))
         self._restore_layout()
         try:  # Tandem's own models folder (downloads land there) exists from the first launch on
             self.library_default_folder().mkdir(parents=True, exist_ok=True)
@@ -213,7 +216,7 @@ class MainWindow(QMainWindow):
 
     # -- folders / library ----------------------------------------------------------------------------
     def model_folders(self) -> list[Path]:
-        folders = [Path(p) for p in self.settings.get("model_folders", []) or []]
+        folders = [Path(p) for p in self.settings.get("model_folders") or []]
         for extra in [self.library_default_folder(), *self.extra_folders]:
             if extra not in folders:
                 folders.append(extra)
@@ -230,7 +233,7 @@ class MainWindow(QMainWindow):
         self._update_centre()
 
     def _folder_chosen(self, folder: Path) -> None:
-        own = list(self.settings.get("model_folders", []) or [])
+        own = list(self.settings.get("model_folders") or [])
         if str(folder) not in own:
             own.append(str(folder))
         self.settings.set("model_folders", own)
@@ -255,8 +258,8 @@ class MainWindow(QMainWindow):
         stored = self.settings.get_model_settings(model_key(model.path))
         v = PanelValues.from_dict(stored)
         if not stored:
-            v.n_ctx = int(self.settings.get("default_ctx", 4096) or 4096)
-            v.threads = int(self.settings.get("threads", 0) or 0)
+            v.n_ctx = int(self.settings.get("default_ctx"))
+            v.threads = int(self.settings.get("threads") or 0)
         return v
 
     def load_model(self, model: LocalModel) -> None:
@@ -332,7 +335,8 @@ class MainWindow(QMainWindow):
         except Exception as e:  # a broken library entry must not break loading
             self.show_message(f"could not check drafts: {e}", error=True)
             pairs = []
-        self.panel.set_draft_choices([DraftChoice(Path(m.path), m.file_name, verdict) for m, verdict in pairs])
+        self.panel.set_draft_choices([DraftChoice(Path(m.path), m.file_name, verdict, m.block_count or 0)
+                                      for m, verdict in pairs])
         wanted, self._wanted_draft = self._wanted_draft, ""
         if wanted and self.panel.values().draft_path != wanted:
             item = self.panel.draft_item(wanted)
@@ -367,7 +371,7 @@ class MainWindow(QMainWindow):
             self.show_message("Load a target model first, then choose its draft.", error=True)
             return
         values = self.panel.values()
-        values.draft_source = "draft-model"
+        values.draft_source = sources.DRAFT_MODEL
         values.draft_path = str(model.path)
         self.panel.set_values(values)
         item = self.panel.draft_item(str(model.path))
@@ -384,9 +388,9 @@ class MainWindow(QMainWindow):
         self.bridge.set_spec(v.spec())
         if v.draft_source == "off":
             self.bridge.disable_speculation()
-        elif v.draft_source == "prompt-lookup":
-            self.bridge.use_prompt_lookup()
-        elif v.draft_source == "draft-model":
+        elif v.draft_source == sources.HISTORY:
+            self.bridge.use_history()
+        elif v.draft_source == sources.DRAFT_MODEL:
             if not v.draft_path:
                 self.show_message("Choose a draft model first.", error=True)
                 return
@@ -417,8 +421,8 @@ class MainWindow(QMainWindow):
 
     def _pair_keys(self) -> tuple[str, str] | None:
         v = self.panel.values()
-        if self.target is not None and v.draft_source == "prompt-lookup":
-            return model_key(self.target.path), PROMPT_LOOKUP_KEY
+        if self.target is not None and v.draft_source == sources.HISTORY:
+            return model_key(self.target.path), HISTORY_KEY
         if self.target is None or not v.draft_path or not Path(v.draft_path).exists():
             return None
         return model_key(self.target.path), model_key(v.draft_path)
@@ -439,10 +443,6 @@ class MainWindow(QMainWindow):
         if not keys:
             return
         stored = self.settings.get_pair_settings(*keys)
-        if not stored and keys[1] == PROMPT_LOOKUP_KEY:
-            # measured (docs/benchmarks.md): lookup guesses cost only their verify rows, and the adaptive
-            # length (up to 16) beats every fixed length on the mixed prompt set; fixed lengths lose
-            stored = dict(LOOKUP_DEFAULTS)
         if stored:
             v = self.panel.values().to_dict()
             v.update({k: stored[k] for k in PanelValues.PAIR_KEYS if k in stored})
@@ -455,7 +455,7 @@ class MainWindow(QMainWindow):
             if keys:
                 self.settings.reset_pair_settings(*keys)
         v = PanelValues()
-        v.n_ctx = int(self.settings.get("default_ctx", 4096) or 4096)
+        v.n_ctx = int(self.settings.get("default_ctx"))
         self.panel.set_values(v)
         self.statusBar().showMessage("Settings reset to defaults", 4000)
 
@@ -470,7 +470,7 @@ class MainWindow(QMainWindow):
             info = self.target_info or inspect_gguf(self.target.path)
             loads = [ModelLoad(info, v.gpu_layers, v.n_ctx, n_outputs=1 + (v.draft_max if v.draft_source != "off" else 0))]
             draft = None
-            if v.draft_source == "draft-model" and v.draft_path:
+            if v.draft_source == sources.DRAFT_MODEL and v.draft_path:
                 draft = inspect_gguf(v.draft_path)
                 loads.append(ModelLoad(draft, v.draft_gpu_layers, v.n_ctx))
             estimate = estimate_load(loads)
@@ -492,11 +492,13 @@ class MainWindow(QMainWindow):
         self.settings.set("highlight_draft_tokens", bool(on))
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, self)
+        dialog = SettingsDialog(self.settings, self, past_chats_size=past_chats_bytes,
+                                clear_past_chats=self.bridge.clear_history)
         if dialog.exec():
-            apply_theme(QApplication.instance(), str(self.settings.get("theme", "system")))
+            apply_theme(QApplication.instance(), str(self.settings.get("theme")))
             self.browser.set_folders(self.model_folders())
-            self.discover.n_ctx = int(self.settings.get("default_ctx", 4096) or 4096)
+            self.discover.n_ctx = int(self.settings.get("default_ctx"))
+            self.bridge.set_history_enabled(bool(self.settings.get("remember_past_chats")))
 
     # -- benchmark (Tools → Benchmark…) ----------------------------------------------------------------
     def _update_benchmark_action(self, *_args: object) -> None:

@@ -1,4 +1,4 @@
-"""The settings dialog: model folders, theme, default context length, threads.
+"""The settings dialog: model folders, theme, default context length, threads, past chats for drafting.
 
 Edits the app settings of a :class:`~app.store.settings.SettingsStore` and writes them when the dialog
 is accepted (OK); Cancel leaves the store untouched. Every field only accepts valid values: spin boxes
@@ -7,7 +7,8 @@ checked to be folders) rather than typed.
 
 Keys written: ``model_folders`` (list of path strings: the user's own folders), ``theme`` ("system" |
 "light" | "dark"), ``default_ctx`` (default context length, int 256..1048576), ``threads`` (int,
-0 = automatic). Tandem's own models folder (:func:`~app.library.local.default_models_folder`) is always
+0 = automatic), ``remember_past_chats`` (bool: draft from past chats; "Forget past chats" deletes what is
+remembered at once, through the window's callback). Defaults: ``DEFAULT_APP_SETTINGS``. Tandem's own models folder (:func:`~app.library.local.default_models_folder`) is always
 searched: the dialog shows it first, greyed, and never stores or removes it.
 """
 
@@ -22,6 +23,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -39,13 +41,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine.units import format_bytes
 from app.library.local import default_models_folder
-from app.store.settings import SettingsStore
+from app.store.settings import DEFAULT_APP_SETTINGS, SettingsStore
 
 __all__ = [
     "CONTEXT_MAX",
     "CONTEXT_MIN",
-    "SETTING_DEFAULTS",
     "THEMES",
     "SettingsDialog",
     "lmstudio_folders",
@@ -55,13 +57,6 @@ CONTEXT_MIN = 256
 CONTEXT_MAX = 1_048_576
 THEMES = (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark"))
 
-#: Defaults of the keys this dialog edits, for keys the store has never seen.
-SETTING_DEFAULTS: dict[str, Any] = {
-    "model_folders": [],
-    "theme": "system",
-    "default_ctx": 4096,
-    "threads": 0,
-}
 _BUILTIN_ROLE = Qt.ItemDataRole.UserRole + 1
 
 FolderDialog = Callable[[QWidget], "Path | str | None"]
@@ -98,8 +93,13 @@ class SettingsDialog(QDialog):
         folder_dialog: FolderDialog | None = None,
         lmstudio_candidates: Callable[[], Sequence[Path]] | None = None,
         cpu_count: int | None = None,
+        past_chats_size: Callable[[], int] | None = None,
+        clear_past_chats: Callable[[], None] | None = None,
     ) -> None:
+        """`past_chats_size` (bytes remembered) and `clear_past_chats` come from the engine's side (the window)."""
         super().__init__(parent)
+        self._past_chats_size = past_chats_size
+        self._clear_past_chats_cb = clear_past_chats
         self.setWindowTitle("Settings")
         self.setModal(True)
         self.store = store
@@ -171,6 +171,24 @@ class SettingsDialog(QDialog):
         form.addRow("Default context length:", self.context_spin)
         form.addRow("CPU threads:", self.threads_spin)
 
+        # past chats (drafting from history)
+        self.past_chats_check = QCheckBox("Draft from past chats", self)
+        self.past_chats_check.setToolTip(
+            "With \u201cThis chat + past chats\u201d as the draft source, replies that repeat something earlier chats "
+            "said are written faster. The tokens of past chats are kept in Tandem's data folder on this computer "
+            "only; off, nothing is read or written."
+        )
+        self.clear_past_button = QPushButton("Forget past chats", self)
+        self.clear_past_button.setToolTip("Delete what Tandem remembers of past chats for drafting (not the chats)")
+        self.clear_past_button.clicked.connect(self._clear_past_chats)
+        self.past_chats_label = QLabel(self)
+        self.past_chats_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        past_row = QHBoxLayout()
+        past_row.addWidget(self.past_chats_check, 1)
+        past_row.addWidget(self.clear_past_button)
+        form.addRow("Speculation:", past_row)
+        form.addRow("", self.past_chats_label)
+
         self.message_label = QLabel(self)
         self.message_label.setWordWrap(True)
         self.message_label.setVisible(False)
@@ -204,16 +222,31 @@ class SettingsDialog(QDialog):
             if isinstance(f, str) and f.strip() and not any(_same_folder(Path(f), g) for g in self.folders()):
                 self._append_folder(Path(f))
 
-        theme = self.store.get("theme", SETTING_DEFAULTS["theme"])
+        theme = self.store.get("theme")
         i = self.theme_combo.findData(theme)
         self.theme_combo.setCurrentIndex(i if i >= 0 else 0)
-        self.context_spin.setValue(self._int_setting("default_ctx", SETTING_DEFAULTS["default_ctx"]))
-        self.threads_spin.setValue(self._int_setting("threads", SETTING_DEFAULTS["threads"]))
+        self.context_spin.setValue(self._int_setting("default_ctx"))
+        self.threads_spin.setValue(self._int_setting("threads"))
+        self.past_chats_check.setChecked(bool(self.store.get("remember_past_chats")))
+        self._show_past_chats_size()
         self._update_folder_buttons()
 
-    def _int_setting(self, key: str, default: int) -> int:
-        value = self.store.get(key, default)
+    def _int_setting(self, key: str) -> int:
+        value = self.store.get(key)
+        default = DEFAULT_APP_SETTINGS[key]
         return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    def _show_past_chats_size(self) -> None:
+        size = self._past_chats_size() if self._past_chats_size is not None else None
+        self.past_chats_label.setText(
+            "" if size is None else ("Nothing remembered yet." if size == 0 else f"{format_bytes(size)} remembered.")
+        )
+
+    def _clear_past_chats(self) -> None:
+        if self._clear_past_chats_cb is not None:
+            self._clear_past_chats_cb()
+        self._show_past_chats_size()
+        self.past_chats_label.setText("Past chats forgotten.")
 
     # -- folders --------------------------------------------------------------------------------------
 
@@ -298,6 +331,7 @@ class SettingsDialog(QDialog):
             "theme": self.theme_combo.currentData(),
             "default_ctx": self.context_spin.value(),
             "threads": self.threads_spin.value(),
+            "remember_past_chats": self.past_chats_check.isChecked(),
         }
 
     def save(self) -> None:

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine import sources
 from app.engine.advisor import Advice
 from app.engine.compat import Verdict
 from app.engine.defaults import DEFAULT_SOURCE, MAX_TOKENS, spec_defaults
@@ -41,7 +42,12 @@ from app.ui.memory_bar import MemoryBar
 
 __all__ = ["PanelValues", "SettingsPanel", "DraftChoice"]
 
-_SOURCE_LABELS = {"off": "Off", "draft-model": "Draft model", "prompt-lookup": "Prompt lookup (no 2nd model)"}
+_SOURCE_LABELS = {
+    sources.OFF: "Off",
+    sources.DRAFT_MODEL: "Draft model",
+    sources.HISTORY: "This chat + past chats (no draft model)",
+}
+_LAYERS_ROLE = Qt.ItemDataRole.UserRole + 1
 
 _LOAD = ModelSettings(Path())
 _SPEC = spec_defaults(DEFAULT_SOURCE)
@@ -89,10 +95,15 @@ class PanelValues:
     def from_dict(cls, data: dict | None) -> PanelValues:
         """Values from stored settings over the defaults of their draft source; unknown keys and values of the
         wrong type are ignored."""
-        source = data.get("draft_source") if data else None
+        data = dict(data or {})
+        try:
+            data["draft_source"] = sources.normalize_source(data.get("draft_source", sources.OFF))
+        except (ValueError, TypeError):
+            data.pop("draft_source", None)
+        source = data.get("draft_source")
         v = cls.for_source(source) if source in DRAFT_SOURCES else cls()
         for f in fields(cls):
-            if data and f.name in data:
+            if f.name in data:
                 cur = getattr(v, f.name)
                 new = data[f.name]
                 if isinstance(cur, float) and isinstance(new, (int, float)) and not isinstance(new, bool):
@@ -112,6 +123,7 @@ class DraftChoice:
     path: Path
     name: str
     verdict: Verdict
+    n_layers: int = 0  # the draft's layers: the range of its GPU-layers slider
 
 
 class _LayerSlider(QWidget):
@@ -285,7 +297,7 @@ class SettingsPanel(QScrollArea):
         self.adaptive.toggled.connect(self._emit_changed)
         self.draft_gpu_layers.valueChanged.connect(self._emit_changed)
         self.source.currentIndexChanged.connect(self._source_changed)
-        self.draft_model.currentIndexChanged.connect(self._emit_changed)
+        self.draft_model.currentIndexChanged.connect(self._draft_chosen)
         self.load_button.clicked.connect(self.loadRequested)
         self.apply_draft_button.clicked.connect(self.applyDraftRequested)
         self.reset_button.clicked.connect(self.resetRequested)
@@ -362,8 +374,11 @@ class SettingsPanel(QScrollArea):
         if n_ctx_train:
             self.n_ctx.setToolTip(f"The model was trained for {n_ctx_train} tokens")
 
-    def set_draft_layers(self, n_layers: int) -> None:
-        self.draft_gpu_layers.set_layer_count(n_layers)
+    def _draft_chosen(self, index: int) -> None:
+        """The draft's GPU-layers slider spans the chosen draft's layers."""
+        item = self._draft_items.item(index) if index >= 0 else None
+        self.draft_gpu_layers.set_layer_count(int(item.data(_LAYERS_ROLE) or 0) if item is not None else 0)
+        self._emit_changed()
 
     def set_draft_choices(self, choices: list[DraftChoice]) -> None:
         """List drafts; incompatible ones are shown disabled with the reason as tooltip."""
@@ -379,6 +394,7 @@ class SettingsPanel(QScrollArea):
                 item.setData(str(c.path), Qt.ItemDataRole.UserRole)
                 item.setToolTip(c.verdict.reason)
                 item.setEnabled(c.verdict.compatible)
+                item.setData(c.n_layers, _LAYERS_ROLE)
                 self._draft_items.appendRow(item)
             j = self.draft_model.findData(current) if current else 0
             if j >= 0 and self._draft_items.item(j).isEnabled():
@@ -426,7 +442,7 @@ class SettingsPanel(QScrollArea):
 
     def _update_enabled(self) -> None:
         src = self.source.currentData()
-        model_mode = src == "draft-model"
+        model_mode = src == sources.DRAFT_MODEL
         self.draft_model.setEnabled(model_mode)
         self.draft_gpu_layers.setEnabled(model_mode)
         self.draft_p_min.setEnabled(model_mode)

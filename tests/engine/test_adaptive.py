@@ -6,7 +6,7 @@ import pytest
 
 from app.engine.adaptive import AdaptiveDraftController, expected_tokens
 from app.engine.llama_backend import Context, Model
-from app.engine.proposers import DraftModelProposer, PromptLookupProposer
+from app.engine.proposers import DraftModelProposer, HistoryProposer
 from app.engine.sampling import SamplingParams
 from app.engine.speculative import RoundInfo, SpecSettings, generate
 
@@ -164,7 +164,7 @@ def test_adaptive_output_is_token_identical_to_plain(contexts, text):
     plain = generate(tc, prompt, GREEDY, max_tokens=48)
     proposer = DraftModelProposer(dc)
     rounds: list[RoundInfo] = []
-    for proposer in (DraftModelProposer(dc), PromptLookupProposer()):
+    for proposer in (DraftModelProposer(dc), HistoryProposer()):
         tc.clear()
         proposer.reset()
         rounds.clear()

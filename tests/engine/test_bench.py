@@ -124,7 +124,7 @@ def test_options_are_checked(tiny_target, tiny_draft):
 def test_the_adaptive_configuration_is_the_sources_default(tiny_target, tiny_draft):
     """The sweep measures what each draft source starts with (spec_defaults), unless told another cap."""
     for opts, source in ((BenchOptions(tiny_target, draft=tiny_draft), "draft-model"),
-                         (BenchOptions(tiny_target, prompt_lookup=True, draft_max=(2,)), "prompt-lookup")):
+                         (BenchOptions(tiny_target, prompt_lookup=True, draft_max=(2,)), "history")):
         adaptive = opts.configs()[-1]
         assert adaptive.spec() == spec_defaults(source)
     capped = BenchOptions(tiny_target, prompt_lookup=True, adaptive_cap=6).configs()[-1]
@@ -306,7 +306,7 @@ def test_prompt_lookup_bench(tiny_target):
     opts = BenchOptions(tiny_target, prompt_lookup=True, draft_max=(3,), prompts=prompts, repeats=1,
                         max_tokens=24, threads=1)
     report = run_benchmark(opts)
-    assert report.meta["speculation"] == "prompt-lookup"
+    assert report.meta["speculation"] == "history"
     assert report.identical
     assert [c.name for c in report.configs] == ["off", "draft-3", "adaptive"]
-    assert report.configs[-1].draft_max == spec_defaults("prompt-lookup").draft_max
+    assert report.configs[-1].draft_max == spec_defaults("history").draft_max

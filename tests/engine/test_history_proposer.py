@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app.engine import sources
 from app.engine.history_store import HistoryStore
 from app.engine.llama_backend import Context, Model
 from app.engine.proposers import HistoryProposer
@@ -52,8 +53,8 @@ def test_it_drafts_from_the_conversation_and_says_so(target, tc):
     res = generate(tc, prompt, GREEDY, proposer=HistoryProposer(), spec=SpecSettings(draft_max=8), max_tokens=64)
     st = res.stats
     assert st.drafted > 0 and st.accepted > 0
-    assert set(st.accepted_by_source) <= {"chat"} and st.accepted_by_source.get("chat") == st.accepted
-    assert st.proposer == "history"
+    assert st.accepted_by_source == {HistoryProposer.SOURCE_CHAT: st.accepted}
+    assert st.proposer == sources.HISTORY
 
 
 def test_the_same_request_in_a_new_chat_drafts_from_past_chats(target, tc, tmp_path: Path):
@@ -68,7 +69,7 @@ def test_the_same_request_in_a_new_chat_drafts_from_past_chats(target, tc, tmp_p
                      spec=SpecSettings(draft_max=16), max_tokens=80)
     assert again.tokens == first.tokens
     st = again.stats
-    assert st.accepted_by_source.get("past chats", 0) >= 0.8 * (len(first.tokens) - 1)
+    assert st.accepted_by_source.get(HistoryProposer.SOURCE_PAST, 0) >= 0.8 * (len(first.tokens) - 1)
     assert st.acceptance_rate > 0.9
     assert st.rounds < 0.3 * len(first.tokens)
 

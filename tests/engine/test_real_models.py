@@ -69,7 +69,7 @@ def test_prompt_lookup_greedy_equals_plain(engine):
     engine.disable_speculation()
     engine.reset_cache()
     plain = engine.generate(prompt, GREEDY, max_tokens=128)
-    engine.use_prompt_lookup()
+    engine.use_history()
     engine.reset_cache()
     spec = engine.generate(prompt, GREEDY, max_tokens=128)
     engine.disable_speculation()

@@ -67,7 +67,7 @@ def test_a_recurrent_target_decodes_plainly_and_refuses_speculation(tiny_mamba, 
     try:
         e.load_target(ModelSettings(tiny_mamba, n_ctx=256, n_threads=2))
         with pytest.raises(SpeculationUnsupported, match="recurrent"):
-            e.use_prompt_lookup()
+            e.use_history()
         with pytest.raises(SpeculationUnsupported, match="recurrent"):
             e.load_draft(ModelSettings(tiny_draft, n_ctx=256, n_threads=2))
         assert e.speculation == "off" and e.draft_info is None
@@ -105,7 +105,35 @@ def test_adaptive_learning_is_kept_between_replies_of_the_same_pair(engine, tiny
     assert engine.adaptive_controller is None
     engine.generate(prompt, GREEDY, max_tokens=10)
     assert engine.adaptive_controller is not None
-    engine.use_prompt_lookup()
+    engine.use_history()
     assert engine.adaptive_controller is None
     engine.disable_speculation()
     assert engine.generate(prompt, GREEDY, max_tokens=40).tokens == first.tokens
+
+
+def test_past_chats_are_kept_per_tokenizer_family_switched_off_and_cleared(tiny_target, tiny_other_vocab, tmp_path):
+    folder = tmp_path / "history"
+    e = Engine(history_folder=folder)
+    try:
+        e.load_target(ModelSettings(tiny_target, n_ctx=512, n_threads=2))
+        e.use_history()
+        assert e.speculation == "history"
+        ChatSession(e).send("the value of data", GREEDY, max_tokens=30)
+        files = list(folder.glob("*.tokens"))
+        assert len(files) == 1 and e.history_store().n_tokens > 30
+        # another vocabulary: another file
+        e.load_target(ModelSettings(tiny_other_vocab, n_ctx=512, n_threads=2))
+        e.use_history()
+        ChatSession(e).send("the value of data", GREEDY, max_tokens=30)
+        assert len(list(folder.glob("*.tokens"))) == 2
+        # off: nothing more is written, nothing is read
+        e.set_history_enabled(False)
+        sizes = {f: f.stat().st_size for f in folder.glob("*.tokens")}
+        ChatSession(e).send("json name id type", GREEDY, max_tokens=30)
+        assert {f: f.stat().st_size for f in folder.glob("*.tokens")} == sizes
+        assert e.history_store().n_tokens == 0
+        e.set_history_enabled(True)
+        e.clear_history()
+        assert list(folder.glob("*.tokens")) == [] and e.history_store().n_tokens == 0
+    finally:
+        e.close()

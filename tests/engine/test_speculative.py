@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import chi2_contingency
 
 from app.engine.llama_backend import Context, Model
-from app.engine.proposers import DraftModelProposer, PromptLookupProposer
+from app.engine.proposers import DraftModelProposer, HistoryProposer
 from app.engine.sampling import SamplingParams
 from app.engine.speculative import SpecSettings, _TextAssembler, generate
 
@@ -69,14 +69,14 @@ def test_greedy_draft_model_is_token_identical_to_plain_for_every_draft_length(m
 
 
 @pytest.mark.parametrize("prompt_text", PROMPTS[:2])
-def test_greedy_prompt_lookup_is_token_identical_to_plain(models, contexts, prompt_text):
+def test_greedy_history_drafting_is_token_identical_to_plain(models, contexts, prompt_text):
     target, _ = models
     tc, _ = contexts
     prompt = target.tokenize(prompt_text)
     plain = _plain(tc, prompt, n=64)
     for draft_max in (1, 3, 8):
         tc.clear()
-        res = generate(tc, prompt, GREEDY, proposer=PromptLookupProposer(), spec=SpecSettings(draft_max=draft_max),
+        res = generate(tc, prompt, GREEDY, proposer=HistoryProposer(), spec=SpecSettings(draft_max=draft_max),
                        max_tokens=64)
         assert res.tokens == plain.tokens
         assert res.stats.drafted > 0
@@ -301,7 +301,7 @@ def test_context_full_stops_cleanly(models):
     target, _ = models
     with Context(target, n_ctx=32, n_threads=2) as tc:
         prompt = target.tokenize(PROMPTS[0])
-        res = generate(tc, prompt, GREEDY, proposer=PromptLookupProposer(), max_tokens=4 * tc.n_ctx)
+        res = generate(tc, prompt, GREEDY, proposer=HistoryProposer(), max_tokens=4 * tc.n_ctx)
         assert res.stats.stop_reason == "context_full"
         assert len(prompt) + len(res.tokens) == tc.n_ctx + 1  # the last sampled token needs no cache slot
 
@@ -337,8 +337,8 @@ def test_text_assembler_holds_back_a_possible_stop_string_and_joins_utf8():
     assert out[0].from_draft is True  # the character completed by the draft token
 
 
-def test_prompt_lookup_finds_the_longest_recent_ngram():
-    pl = PromptLookupProposer(ngram_max=3)
+def test_history_drafts_what_followed_the_longest_earlier_match():
+    pl = HistoryProposer()
     hist = [1, 2, 3, 4, 5, 9, 9, 1, 2, 3]
     assert pl.propose(hist, 3).tokens == [4, 5, 9]
     hist += [4, 5]
@@ -348,7 +348,7 @@ def test_prompt_lookup_finds_the_longest_recent_ngram():
     assert pl.propose([1, 2], 4).tokens == []
 
 
-def test_prompt_lookup_ignores_one_token_matches_by_default():
+def test_history_ignores_one_token_matches_by_default():
     hist = [7, 8, 9, 5, 7]  # only "7" recurs
-    assert PromptLookupProposer().propose(hist, 3).tokens == []
-    assert PromptLookupProposer(ngram_min=1).propose(hist, 3).tokens == [8, 9, 5]
+    assert HistoryProposer().propose(hist, 3).tokens == []
+    assert HistoryProposer(n_min=1).propose(hist, 3).tokens == [8, 9, 5]

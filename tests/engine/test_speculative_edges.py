@@ -17,7 +17,7 @@ from app.engine.llama_backend import (
     RollbackFailed,
     SpeculationUnsupported,
 )
-from app.engine.proposers import DraftModelProposer, PromptLookupProposer, Proposal, Proposer
+from app.engine.proposers import DraftModelProposer, HistoryProposer, Proposal, Proposer
 from app.engine.sampling import SamplingParams
 from app.engine.speculative import RoundInfo, SpecSettings, generate
 from tests.tiny_models import DRAFT, TARGET, write_tiny_model
@@ -270,7 +270,7 @@ def test_a_recurrent_model_decodes_plainly_and_is_refused_for_speculation(mamba,
             fresh.clear()
             assert generate(fresh, mamba.tokenize("json name id"), GREEDY, max_tokens=10).tokens == other.tokens
         with pytest.raises(SpeculationUnsupported, match="recurrent"):
-            generate(ctx, prompt, GREEDY, proposer=PromptLookupProposer(), max_tokens=8)
+            generate(ctx, prompt, GREEDY, proposer=HistoryProposer(), max_tokens=8)
         with pytest.raises(SpeculationUnsupported, match="draft"):
             DraftModelProposer(ctx)
 

@@ -24,10 +24,10 @@ from app.engine.session import ModelSettings
 from app.library.local import LocalLibrary
 from app.store.chats import ChatStore
 from app.store.db import open_database
-from app.store.settings import PROMPT_LOOKUP_KEY, SettingsStore, model_key
+from app.store.settings import HISTORY_KEY, SettingsStore, model_key
 from app.ui.benchmark_dialog import BenchmarkDialog, BenchTarget, apply_preset, parse_draft_max, summary_line
 from app.ui.bridge import BENCH_PROGRESS_SECONDS, BENCHMARK_BUSY, EngineBridge, GenerateRequest
-from app.ui.main_window import APP_DEFAULTS, MainWindow
+from app.ui.main_window import MainWindow
 from app.ui.settings_panel import PanelValues
 from tests.tiny_models import TinySpec, write_tiny_model
 
@@ -302,7 +302,7 @@ def test_bad_draft_lengths_and_broken_prompt_files_give_inline_errors(qtbot, bri
     assert [d.mode.itemData(i) for i in range(d.mode.count())] == [*bench.AUTOTUNE_MODES, "custom"]
     assert f"at most {bench.QUICK_MAX_TOKENS} tokens" in d.mode_hint.text()
     # speculation is off: choose what to measure (no draft chosen: prompt lookup only)
-    assert not d.source.isHidden() and [d.source.itemData(i) for i in range(d.source.count())] == ["prompt-lookup"]
+    assert not d.source.isHidden() and [d.source.itemData(i) for i in range(d.source.count())] == ["history"]
     d.set_mode("custom")
     for text, needle in (("1,x", "'x' is not a whole number"), ("0,2", "between 1 and 32"), ("40", "between 1 and 32"),
                          ("", "enter the draft lengths")):
@@ -346,7 +346,7 @@ def test_dialog_without_a_model_and_while_a_reply_runs(qtbot, bridge, store, tin
     qtbot.waitUntil(lambda: not bridge.busy, timeout=30000)
     with gui_event(qtbot, bridge.events.benchFinished, timeout=60000) as done:
         assert d.start()
-    assert done.args[0].meta["speculation"] == "prompt-lookup"
+    assert done.args[0].meta["speculation"] == "history"
 
 
 def test_summary_line():
@@ -354,14 +354,14 @@ def test_summary_line():
     assert summary_line({**base, "config": "draft-5", "speculation": "draft-model", "draft_max": 5,
                          "adaptive": False, "speedup": 1.234, "decode_tps": 123.0}).startswith(
         "Fastest here: draft 5 tokens, 1.23× vs off")
-    assert summary_line({**base, "config": "adaptive", "speculation": "prompt-lookup", "draft_max": 8,
+    assert summary_line({**base, "config": "adaptive", "speculation": "history", "draft_max": 8,
                          "adaptive": True, "speedup": 1.5, "decode_tps": 150.0}).startswith(
         "Fastest here: adaptive draft length (up to 8 tokens), 1.50× vs off")
     off = summary_line({**base, "config": "off", "speculation": "off", "draft_max": None, "speedup": 1.0,
                         "best_decode_tps": 101.0})
     assert off.startswith("Speculation does not help on this machine for this pair: keep it off")
-    v = apply_preset(PanelValues(draft_min=6), {"speculation": "prompt-lookup", "draft_max": 4, "adaptive": True})
-    assert (v.draft_source, v.draft_max, v.draft_min, v.adaptive) == ("prompt-lookup", 4, 4, True)
+    v = apply_preset(PanelValues(draft_min=6), {"speculation": "history", "draft_max": 4, "adaptive": True})
+    assert (v.draft_source, v.draft_max, v.draft_min, v.adaptive) == ("history", 4, 4, True)
 
 
 # -- the bridge ---------------------------------------------------------------------------------------------
@@ -378,10 +378,10 @@ def test_bridge_progress_is_throttled_and_a_temporary_source_is_switched_off_aga
     bridge.events.benchProgress.connect(progress.add)
     opts = _options(tiny_target, PROMPTS, draft_max=(2,), repeats=40, max_tokens=4, warmup=False)
     with gui_event(qtbot, bridge.events.benchFinished, timeout=120000) as done:
-        assert bridge.run_benchmark(opts, source="prompt-lookup")
+        assert bridge.run_benchmark(opts, source="history")
         assert not bridge.run_benchmark(opts)  # one at a time
     report = done.args[0]
-    assert report.meta["speculation"] == "prompt-lookup" and len(report.runs) == 40 * 2 * 3
+    assert report.meta["speculation"] == "history" and len(report.runs) == 40 * 2 * 3
     assert bridge.worker.engine.proposer is None  # speculation was off before: off again
     times = [t for t, _ in progress.items]
     runs = [a[0] for a in progress.args if a[0].phase == "run"]
@@ -414,7 +414,7 @@ def test_shutdown_while_benchmarking_is_prompt(qtbot, tiny_target, tiny_draft):
         b.load_target(ModelSettings(tiny_target, n_ctx=2048, n_threads=1))
     opts = _options(tiny_target, PROMPTS, draft_max=(2, 4), repeats=100, max_tokens=1000)  # minutes uncancelled
     with qtbot.waitSignal(b.events.benchProgress, timeout=60000, check_params_cb=lambda p: p.phase == "run"):
-        assert b.run_benchmark(opts, source="prompt-lookup")
+        assert b.run_benchmark(opts, source="history")
     t0 = time.monotonic()
     assert b.shutdown()
     assert time.monotonic() - t0 < 5
@@ -429,7 +429,7 @@ def test_main_window_tools_benchmark_blocks_chat_and_applies_the_pick(qtbot, tmp
     for p in tiny_models.values():
         shutil.copy(p, models / p.name)
     conn = open_database(tmp_path / "chats.sqlite3")
-    settings = SettingsStore(conn, defaults=APP_DEFAULTS)
+    settings = SettingsStore(conn)
     settings.set("model_folders", [str(models)])
     w = MainWindow(ChatStore(conn), settings, LocalLibrary([models], cache_path=None))
     w.confirm = lambda title, text: True
@@ -447,7 +447,7 @@ def test_main_window_tools_benchmark_blocks_chat_and_applies_the_pick(qtbot, tmp
     w.benchmark_action.trigger()
     d = w.benchmark_dialog
     assert d is not None and d.isVisible() and not d.isModal()
-    assert d.target_label.text() == "tiny-target.gguf" and d.source.currentData() == "prompt-lookup"
+    assert d.target_label.text() == "tiny-target.gguf" and d.source.currentData() == "history"
     d.set_mode("quick")
     d.max_tokens.setValue(8)
     d.prompts_path.setText(str(prompts_file))
@@ -460,24 +460,24 @@ def test_main_window_tools_benchmark_blocks_chat_and_applies_the_pick(qtbot, tmp
         assert "benchmark is running" in w.chat.notice.text().lower()
         assert w.chat.input.toPlainText() == "hello" and not w.chat.is_generating()
     report = done.args[0]
-    assert report.meta["speculation"] == "prompt-lookup" and report.autotune
+    assert report.meta["speculation"] == "history" and report.autotune
     assert "chat is available" in w.chat.notice.text()
     pick = report.autotune
     with qtbot.waitSignal(d.presetApplied, timeout=5000):
         d.apply_button.click()
     v = w.panel.values()
     assert v.draft_source == pick["speculation"]
-    stored = settings.get_pair_settings(model_key(target.path), PROMPT_LOOKUP_KEY)
+    stored = settings.get_pair_settings(model_key(target.path), HISTORY_KEY)
     assert stored["benchmark"]["config"] == pick["config"]
-    if pick["speculation"] == "prompt-lookup":
-        qtbot.waitUntil(lambda: w.speculation == "prompt-lookup", timeout=10000)
+    if pick["speculation"] == "history":
+        qtbot.waitUntil(lambda: w.speculation == "history", timeout=10000)
         assert (v.draft_max, v.adaptive) == (pick["draft_max"], pick["adaptive"])
         assert stored["draft_max"] == pick["draft_max"]
     else:
         assert w.speculation == "off"
     # the regular save keeps the benchmark's preset (it merges into the pair's settings)
     w._save_model_settings()
-    assert settings.get_pair_settings(model_key(target.path), PROMPT_LOOKUP_KEY)["benchmark"] == stored["benchmark"]
+    assert settings.get_pair_settings(model_key(target.path), HISTORY_KEY)["benchmark"] == stored["benchmark"]
 
     # quitting while a benchmark runs stops it, and the engine thread, promptly
     custom(d, prompts_file, "2,4", repeats=100, max_tokens=64)

@@ -24,13 +24,13 @@ from app.library.local import LocalLibrary
 from app.store.chats import ChatStore
 from app.store.db import open_database
 from app.store.settings import SettingsStore, model_key
-from app.ui.main_window import APP_DEFAULTS, MainWindow
+from app.ui.main_window import MainWindow
 
 db, models = Path(sys.argv[1]), Path(sys.argv[2])
 conn = open_database(db)
 chats = ChatStore(conn)
 chats.recover_interrupted()
-settings = SettingsStore(conn, defaults=APP_DEFAULTS)
+settings = SettingsStore(conn)
 settings.set("model_folders", [str(models)])
 target = models / "tiny-target.gguf"
 settings.set_model_settings(model_key(target), {"n_ctx": 8192, "threads": 1, "temperature": 0.0,

@@ -18,7 +18,7 @@ from app.store.db import open_database
 from app.store.settings import SettingsStore, model_key
 from app.ui.discover_view import DiscoverView
 from app.ui.download_bridge import DownloadBridge
-from app.ui.main_window import APP_DEFAULTS, MainWindow
+from app.ui.main_window import MainWindow
 
 GIB = 1024**3
 REPO = "TinyOrg/Tiny-7B-Instruct-GGUF"
@@ -42,7 +42,7 @@ def env(tmp_path, tiny_models, monkeypatch, hub):
 
 def open_window(qtbot, env) -> MainWindow:
     conn = open_database(env["db"])
-    settings = SettingsStore(conn, defaults=APP_DEFAULTS)
+    settings = SettingsStore(conn)
     models = env["data"] / "models"
     w = MainWindow(ChatStore(conn), settings, LocalLibrary([models], cache_path=None))
     w.confirm = lambda title, text: True

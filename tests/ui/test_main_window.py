@@ -14,7 +14,7 @@ from app.library.local import LocalLibrary
 from app.store.chats import ChatStore
 from app.store.db import open_database
 from app.store.settings import SettingsStore, model_key
-from app.ui.main_window import APP_DEFAULTS, MainWindow
+from app.ui.main_window import MainWindow
 from app.ui.settings_panel import PanelValues
 
 
@@ -32,7 +32,7 @@ def open_window(qtbot, env) -> MainWindow:
     conn = open_database(env["db"])
     chats = ChatStore(conn)
     chats.recover_interrupted()
-    settings = SettingsStore(conn, defaults=APP_DEFAULTS)
+    settings = SettingsStore(conn)
     settings.set("model_folders", [str(env["models"])])
     w = MainWindow(chats, settings, LocalLibrary([env["models"]], cache_path=None))
     w.confirm = lambda title, text: True
@@ -122,9 +122,9 @@ def test_gui_thread_never_freezes_while_streaming(qtbot, env):
     load_tiny(qtbot, w)
     w.chat.set_highlight_drafts(True)
     with qtbot.waitSignal(w.bridge.events.speculationChanged, timeout=30000,
-                          check_params_cb=lambda mode: mode == "prompt-lookup"):
+                          check_params_cb=lambda mode: mode == "history"):
         values = w.panel.values()
-        values.draft_source = "prompt-lookup"
+        values.draft_source = "history"
         w.panel.set_values(values)
         w.apply_speculation()
     w.panel.max_tokens.setValue(3000)
@@ -182,7 +182,7 @@ def test_first_launch_without_models_shows_onboarding(qtbot, tmp_path, monkeypat
     empty = tmp_path / "empty"
     empty.mkdir()
     conn = open_database(tmp_path / "c.sqlite3")
-    w = MainWindow(ChatStore(conn), SettingsStore(conn, defaults=APP_DEFAULTS), LocalLibrary([empty], cache_path=None))
+    w = MainWindow(ChatStore(conn), SettingsStore(conn), LocalLibrary([empty], cache_path=None))
     qtbot.addWidget(w)
     w.show()
     qtbot.waitUntil(lambda: not w.browser.is_busy(), timeout=20000)
@@ -246,13 +246,13 @@ def test_each_draft_source_keeps_its_own_settings(qtbot, env):
     w.panel.adaptive.setChecked(False)
     w._save_model_settings()
     # prompt lookup on this target has nothing remembered yet: its measured defaults, not the draft's values
-    w.panel.source.setCurrentIndex(w.panel.source.findData("prompt-lookup"))
-    assert w.panel.values().spec() == spec_defaults("prompt-lookup")
+    w.panel.source.setCurrentIndex(w.panel.source.findData("history"))
+    assert w.panel.values().spec() == spec_defaults("history")
     w.panel.draft_max.setValue(12)
     w._save_model_settings()
     # back to the draft model: its own settings come back, the lookup ones are kept for later
     w.panel.source.setCurrentIndex(w.panel.source.findData("draft-model"))
     assert w.panel.values().draft_max == 3 and w.panel.values().adaptive is False
-    w.panel.source.setCurrentIndex(w.panel.source.findData("prompt-lookup"))
+    w.panel.source.setCurrentIndex(w.panel.source.findData("history"))
     assert w.panel.values().draft_max == 12 and w.panel.values().adaptive is True
     close_window(qtbot, w)

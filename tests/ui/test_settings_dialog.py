@@ -9,8 +9,9 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialogButtonBox
 
+from app.engine.session import ModelSettings
 from app.store.db import open_database
-from app.store.settings import SettingsStore
+from app.store.settings import DEFAULT_APP_SETTINGS, SettingsStore
 from app.ui.settings_dialog import CONTEXT_MAX, CONTEXT_MIN, SettingsDialog, lmstudio_folders
 
 
@@ -45,7 +46,8 @@ def make(qtbot, store: SettingsStore, lmstudio: list[Path] | None = None, picker
 
 def test_defaults(qtbot, store: SettingsStore, data_dir: Path) -> None:
     d = make(qtbot, store)
-    assert d.values() == {"model_folders": [], "theme": "system", "default_ctx": 4096, "threads": 0}
+    assert d.values() == {k: DEFAULT_APP_SETTINGS[k] for k in d.values()}  # the store's one table of defaults
+    assert d.values()["default_ctx"] == ModelSettings.n_ctx and d.values()["remember_past_chats"] is True
     assert d.folders() == [data_dir / "models"]  # Tandem's own folder, shown, never stored
     assert d.threads_spin.text() == "Automatic"
     assert not d.remove_button.isEnabled()
@@ -63,6 +65,7 @@ def test_loads_stored_values(qtbot, store: SettingsStore, tmp_path: Path) -> Non
         "theme": "dark",
         "default_ctx": 32768,
         "threads": 6,
+        "remember_past_chats": True,
     }
     assert d.theme_combo.currentText() == "Dark"
 
@@ -73,7 +76,8 @@ def test_bad_stored_values_fall_back(qtbot, store: SettingsStore) -> None:
     store.set("default_ctx", "big")
     store.set("threads", True)
     d = make(qtbot, store)
-    assert d.values() == {"model_folders": [], "theme": "system", "default_ctx": 4096, "threads": 0}
+    assert d.values() == {k: DEFAULT_APP_SETTINGS[k] for k in d.values()}  # the store's one table of defaults
+    assert d.values()["default_ctx"] == ModelSettings.n_ctx and d.values()["remember_past_chats"] is True
 
 
 def test_numbers_stay_in_range(qtbot, store: SettingsStore) -> None:
@@ -186,3 +190,16 @@ def test_save_failure_keeps_the_dialog_open(
     d.accept()
     assert "could not be saved: disk full" in d.message()
     assert d.isVisible()
+
+
+def test_past_chats_switch_is_saved_and_forgetting_calls_the_engine(qtbot, store: SettingsStore) -> None:
+    forgotten: list[bool] = []
+    dialog = SettingsDialog(store, folder_dialog=Picker(), lmstudio_candidates=list, cpu_count=8,
+                            past_chats_size=lambda: 2_500_000, clear_past_chats=lambda: forgotten.append(True))
+    qtbot.addWidget(dialog)
+    assert dialog.past_chats_check.isChecked() and "2.5 MB remembered" in dialog.past_chats_label.text()
+    dialog.clear_past_button.click()
+    assert forgotten == [True] and "forgotten" in dialog.past_chats_label.text()
+    dialog.past_chats_check.setChecked(False)
+    dialog.button_box.button(QDialogButtonBox.StandardButton.Ok).click()
+    assert store.get("remember_past_chats") is False

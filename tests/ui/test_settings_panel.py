@@ -23,12 +23,12 @@ def test_values_round_trip_and_stored_values_are_sanitised(qtbot):
     panel = SettingsPanel()
     qtbot.addWidget(panel)
     panel.set_target("tiny", n_layers=4)
-    v = PanelValues(gpu_layers=2, n_ctx=8192, threads=1, draft_source="prompt-lookup", draft_max=8, draft_min=2,
+    v = PanelValues(gpu_layers=2, n_ctx=8192, threads=1, draft_source="history", draft_max=8, draft_min=2,
                     adaptive=True, temperature=0.0, top_k=0, seed=42, max_tokens=77)
     panel.set_values(v)
     got = panel.values()
     assert (got.gpu_layers, got.n_ctx, got.draft_source, got.draft_max, got.draft_min, got.seed, got.max_tokens) == (
-        2, 8192, "prompt-lookup", 8, 2, 42, 77)
+        2, 8192, "history", 8, 2, 42, 77)
     assert got.adaptive and panel.adaptive.isEnabled() and got.spec().adaptive
     assert "adaptive" in PanelValues.PAIR_KEYS  # remembered per target+draft pair, like the draft lengths
     sampling, max_tokens = panel.request_settings()
@@ -60,7 +60,7 @@ def test_switching_the_draft_source_starts_from_its_defaults(qtbot):
         panel.source.setCurrentIndex(panel.source.findData(source))
         return panel.values().spec()
 
-    assert choose("prompt-lookup") == spec_defaults("prompt-lookup")
+    assert choose("history") == spec_defaults("history")
     panel.draft_max.setValue(5)
     assert choose("draft-model") == spec_defaults("draft-model")
     panel.draft_max.setValue(3)
@@ -69,9 +69,9 @@ def test_switching_the_draft_source_starts_from_its_defaults(qtbot):
     # "off" keeps the draft model's settings (they are its defaults too), so turning the draft model on again
     # finds them as they were
     assert choose("off") == mine and choose("draft-model") == mine
-    assert choose("prompt-lookup") == spec_defaults("prompt-lookup")
+    assert choose("history") == spec_defaults("history")
     # values set by the window (remembered ones) belong to their source: switching away starts afresh
-    panel.set_values(PanelValues(draft_source="prompt-lookup", draft_max=12, adaptive=False))
+    panel.set_values(PanelValues(draft_source="history", draft_max=12, adaptive=False))
     assert choose("off") == spec_defaults("off")
     panel.set_values(PanelValues(draft_source="draft-model", draft_max=6))
     assert choose("off").draft_max == 6
@@ -125,6 +125,23 @@ def test_draft_picker_disables_incompatible_models_with_reason(qtbot, tiny_targe
     assert panel.values().draft_path == ""
     panel.set_values(PanelValues(draft_source="draft-model", draft_path=str(tiny_draft)))
     assert panel.values().draft_path == str(tiny_draft)
+
+
+def test_the_draft_gpu_layers_slider_spans_the_chosen_drafts_layers(qtbot, tiny_target, tiny_draft):
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    verdict = check_draft_compatibility(inspect_gguf(tiny_target), inspect_gguf(tiny_draft))
+    panel.set_draft_choices([DraftChoice(Path(tiny_draft), "tiny-draft", verdict, n_layers=12)])
+    panel.set_values(PanelValues(draft_source="draft-model", draft_path=str(tiny_draft), draft_gpu_layers=7))
+    assert panel.values().draft_gpu_layers == 7
+    assert panel.draft_gpu_layers.label.text() == "7 / 12 layers"
+    panel.draft_gpu_layers.set_value(-1)
+    assert panel.values().draft_gpu_layers == -1
+
+
+def test_stored_settings_from_before_the_history_drafter_read_as_history():
+    v = PanelValues.from_dict({"draft_source": "prompt-lookup", "draft_max": 12})
+    assert v.draft_source == "history" and v.draft_max == 12 and v.adaptive
 
 
 def test_advice_and_memory_bar(qtbot, tiny_target, tiny_other_vocab):

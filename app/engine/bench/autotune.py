@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from app.engine import sources
 from app.engine.bench.configs import DEFAULT_DRAFT_MAX, OFF, BenchOptions
 from app.engine.bench.error import BenchError
 from app.engine.bench.prompts import BenchPrompt, builtin_prompts
@@ -91,7 +92,7 @@ def preset_from_report(report: BenchReport, mode: str = "") -> dict[str, object]
     speculation = "off" if pick.config == OFF.name else str(meta.get("speculation", "off"))
     preset: dict[str, object] = {
         "target": meta.get("target"),
-        "draft": meta.get("draft") if speculation == "draft-model" else None,
+        "draft": meta.get("draft") if speculation == sources.DRAFT_MODEL else None,
         "speculation": speculation,
         "draft_max": pick.draft_max if pick.draft_max else None,
         "adaptive": pick.adaptive,

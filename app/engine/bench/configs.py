@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.engine import sources
 from app.engine.bench.error import BenchError
 from app.engine.bench.prompts import BenchPrompt
 from app.engine.defaults import spec_defaults
@@ -87,7 +88,7 @@ class BenchOptions:
 
     @property
     def speculation(self) -> str:
-        return "draft-model" if self.draft is not None else ("prompt-lookup" if self.prompt_lookup else "off")
+        return sources.DRAFT_MODEL if self.draft is not None else (sources.HISTORY if self.prompt_lookup else sources.OFF)
 
     def configs(self) -> list[BenchConfig]:
         if self.speculation == "off":

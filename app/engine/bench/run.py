@@ -89,7 +89,7 @@ def run_benchmark(
                 engine.load_draft(ModelSettings(Path(options.draft), n_gpu_layers=options.draft_gpu_layers,
                                                 n_ctx=options.n_ctx, n_threads=threads))
             elif options.prompt_lookup:
-                engine.use_prompt_lookup()
+                engine.use_history()
         target_ctx = engine.target.ctx
         proposer = engine.proposer
         model = engine.target.model

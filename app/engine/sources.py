@@ -1,0 +1,27 @@
+"""The draft sources a user chooses from (settings, CLI, benchmark, stored presets): one name each, here.
+
+* `OFF` — plain decoding;
+* `DRAFT_MODEL` — a small model with the same tokenizer drafts;
+* `HISTORY` — no second model: drafts come from this conversation and from past chats (`HistoryProposer`;
+  the CLI calls it ``--prompt-lookup``, the name of its classic special case).
+
+Settings stored before the history drafter existed say "prompt-lookup": `normalize_source` reads them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["OFF", "DRAFT_MODEL", "HISTORY", "DRAFT_SOURCES", "normalize_source"]
+
+OFF = "off"
+DRAFT_MODEL = "draft-model"
+HISTORY = "history"
+DRAFT_SOURCES = (OFF, DRAFT_MODEL, HISTORY)
+_LEGACY = {"prompt-lookup": HISTORY}
+
+
+def normalize_source(source: str) -> str:
+    """`source` as one of DRAFT_SOURCES (legacy names mapped); ValueError for anything else."""
+    source = _LEGACY.get(source, source)
+    if source not in DRAFT_SOURCES:
+        raise ValueError(f"unknown draft source {source!r} (one of {', '.join(DRAFT_SOURCES)})")
+    return source
