@@ -80,6 +80,17 @@ def _on_off(flag: bool) -> str:
     return "on" if flag else "off"
 
 
+HELP_HISTORY = "draft from this chat and past chats (no second model)"
+
+
+def _engine(args: argparse.Namespace):
+    """The engine for `generate` / `chat`: past chats in the app's data folder unless --no-past-chats."""
+    from app.engine.session import Engine
+    from app.store.db import default_history_dir
+
+    return Engine(default_history_dir(), history_enabled=not args.no_past_chats)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser; every default is the engine's (SamplingParams, spec_defaults, ModelSettings, BenchOptions)."""
     from app.engine import bench
@@ -108,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--model", "-m", required=True, help="target model (GGUF)")
     src = pg.add_mutually_exclusive_group()
     src.add_argument("--draft", "-md", help="draft model (GGUF, same tokenizer as the target)")
-    src.add_argument("--prompt-lookup", action="store_true", help="draft from n-grams of the prompt (no 2nd model)")
+    src.add_argument("--prompt-lookup", action="store_true", help=HELP_HISTORY)
     # the speculation options default to None: the draft source's own defaults (_spec_from_args)
     pg.add_argument("--draft-max", type=_int_range(1, 32, "--draft-max"), default=None,
                     help=f"most guesses per round (default {by_draft.draft_max} with --draft, "
@@ -117,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="choose the draft length each round (at most --draft-max) from the recent acceptance and "
                          f"the measured costs (default: {_on_off(by_draft.adaptive)} with --draft, "
                          f"{_on_off(by_lookup.adaptive)} with --prompt-lookup, as measured in docs/benchmarks.md)")
+    pg.add_argument("--no-past-chats", action="store_true",
+                    help="with --prompt-lookup: draft from this prompt only (past chats are neither read nor written)")
     pg.add_argument("--draft-min", type=_int_range(0, 32, "--draft-min"), default=None,
                     help=f"drop a shorter draft (default {by_draft.draft_min})")
     pg.add_argument("--draft-p-min", type=_float_range(0.0, 0.999, "--draft-p-min"), default=None,
@@ -156,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--model", "-m", required=True, help="target model (GGUF)")
     bsrc = pb.add_mutually_exclusive_group()
     bsrc.add_argument("--draft", "-md", help="draft model (GGUF, same tokenizer as the target)")
-    bsrc.add_argument("--prompt-lookup", action="store_true", help="draft from n-grams of the prompt (no 2nd model)")
+    bsrc.add_argument("--prompt-lookup", action="store_true", help=HELP_HISTORY)
     pb.add_argument("--draft-max", type=_int_list(1, 32, "--draft-max"), default=None,
                     help="draft lengths to sweep, comma-separated "
                          f"(default {','.join(map(str, bench_defaults.draft_max))})")
@@ -187,8 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pt = sub.add_parser("chat", help="chat in the terminal (default model: the bundled demo model)")
     pt.add_argument("--model", "-m", default=None, help="target model (GGUF); default: the demo model")
-    pt.add_argument("--prompt-lookup", action="store_true", help="speculate with prompt lookup")
-    pt.add_argument("--draft", "-md", default=None, help="draft model (GGUF)")
+    tsrc = pt.add_mutually_exclusive_group()
+    tsrc.add_argument("--prompt-lookup", action="store_true", help=HELP_HISTORY)
+    tsrc.add_argument("--draft", "-md", default=None, help="draft model (GGUF, same tokenizer as the target)")
+    pt.add_argument("--no-past-chats", action="store_true",
+                    help="with --prompt-lookup: draft from this chat only (past chats are neither read nor written)")
     pt.add_argument("--system", default="You are a helpful assistant.")
     pt.add_argument("--ctx", "-c", type=_int_range(16, 1_048_576, "--ctx"), default=load.n_ctx)
     pt.add_argument("--max-tokens", "-n", type=_int_range(1, 1_048_576, "--max-tokens"), default=MAX_TOKENS)
@@ -249,7 +265,7 @@ def _spec_from_args(args: argparse.Namespace) -> SpecSettings:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from app.engine.sampling import SamplingParams
-    from app.engine.session import ChatSession, Engine, ModelSettings
+    from app.engine.session import ChatSession, ModelSettings
 
     if args.prompt_file is not None:
         try:
@@ -268,7 +284,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
         repeat_penalty=args.repeat_penalty, seed=args.seed,
     )
-    engine = Engine()
+    engine = _engine(args)
     # the request's stop switch: Ctrl-C sets it (also while the models load: the generation then stops at once)
     cancel_once = threading.Event()
 
@@ -336,7 +352,7 @@ def _cmd_setup(args: argparse.Namespace) -> int:
 
 def _cmd_chat(args: argparse.Namespace) -> int:
     from app.engine.sampling import SamplingParams
-    from app.engine.session import ChatSession, Engine, ModelSettings
+    from app.engine.session import ChatSession, ModelSettings
 
     if args.model is None:
         from app.library.reference_models import ensure_demo_model
@@ -344,10 +360,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         model_path = ensure_demo_model(progress=lambda msg: print(f"tandem: {msg}", file=sys.stderr))
     else:
         model_path = Path(args.model)
-    engine = Engine()
+    spec = _spec_from_args(args)
+    engine = _engine(args)
     try:
         print(f"tandem: loading {model_path.name} …", file=sys.stderr)
         engine.load_target(ModelSettings(model_path, n_ctx=args.ctx))
+        engine.set_spec(spec)
         if args.draft:
             engine.load_draft(ModelSettings(Path(args.draft), n_ctx=args.ctx))
         elif args.prompt_lookup:

@@ -12,8 +12,8 @@ Runs, interleaved round by round (so a machine whose speed drifts slows both sid
   prompt, each next to Tandem plain on that prompt (``--no-lookup`` leaves it out).
 
 It also profiles the draft side: Tandem's draft milliseconds per generated token next to llama-bench's cost
-of the same draft file at the same depth, times the draft decode calls (and the tokens they evaluated) per
-emitted token. With ``--draft none`` only plain decoding is compared (e.g. a K-quant file with no draft).
+of the same draft file at the same depth: tg × the draft's decode calls per emitted token, and the cost of the
+same decodes (single-token calls at tg, two-token catch-up calls at pp2). With ``--draft none`` only plain decoding is compared (e.g. a K-quant file with no draft).
 Exits 1 if any greedy Tandem run differs from Tandem's plain run.
 
 The peer tools come from ``shared/peer/build-llama-tools.sh``. Tandem loads models without llama.cpp's
@@ -100,6 +100,15 @@ def llama_bench_tg(bin_dir: Path, model: Path, threads: int, n: int, repack: boo
                    depth: int = 0) -> list[float]:
     """tg tokens/s of each of llama-bench's repetitions (`depth` tokens already in the context)."""
     cmd = [str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", "0", "-n", str(n), "-r",
+           str(reps), "-d", str(depth), "--repack", "1" if repack else "0", "-o", "json"]
+    data = json.loads(_run(cmd).stdout)
+    return [float(x) for x in data[0].get("samples_ts") or [data[0]["avg_ts"]]]
+
+
+def llama_bench_pp(bin_dir: Path, model: Path, threads: int, n: int, repack: bool, reps: int = 2,
+                   depth: int = 0) -> list[float]:
+    """pp tokens/s of a batch of `n` tokens (`depth` tokens already in the context), per repetition."""
+    cmd = [str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", str(n), "-n", "0", "-r",
            str(reps), "-d", str(depth), "--repack", "1" if repack else "0", "-o", "json"]
     data = json.loads(_run(cmd).stdout)
     return [float(x) for x in data[0].get("samples_ts") or [data[0]["avg_ts"]]]
@@ -279,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                 for label, b in peers:
                     try:
                         add("tg_draft", label, llama_bench_tg(b, draft, args.threads, args.n, repack, depth=depth))
+                        # a catch-up call decodes two tokens (the last guess and the target's own token)
+                        add("pp2_draft", label, llama_bench_pp(b, draft, args.threads, 2, repack, depth=depth))
                     except RuntimeError as e:
                         add("tg_draft", "error", f"{label}: {e}")
             for k in ks:
@@ -379,25 +390,29 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("| draft max | " + " | ".join(f"{lb} acceptance" for lb in labels)
               + " | Tandem acceptance | Tandem ms/token: draft / target / other | draft calls / tokens evaluated "
-              "per emitted token | llama-bench draft ms × calls (× tokens) | Tandem draft ms / that |")
-        print("|---:|" + "---:|" * len(labels) + "---:|---|---|---|---|")
+              "per emitted token | llama-bench: tg ms × calls | llama-bench: the same decodes (tg + pp2) | "
+              "Tandem draft ms / tg × calls | / the same decodes |")
+        print("|---:|" + "---:|" * len(labels) + "---:|---|---|---:|---:|---:|---:|")
         tg_ms = 1000.0 / tps("tg_draft", labels[0]) if labels else float("nan")
+        pp2_ms = 2000.0 / tps("pp2_draft", labels[0]) if labels else float("nan")  # one two-token call
         for k in ks:
             key = f"draft-{k}"
             peer_acc = " | ".join(f"{field(key, lb, 'acceptance'):.0%}" for lb in labels)
             calls, toks = field(key, "tandem", "draft_decodes_per_token"), field(key, "tandem", "draft_tokens_per_token")
             dms = field(key, "tandem", "draft_ms_per_token")
+            pairs_per_token = max(toks - calls, 0.0)  # fixed lengths: a call holds one token, or two when catching up
+            same = (calls - pairs_per_token) * tg_ms + pairs_per_token * pp2_ms
             print(f"| {k} | {peer_acc} | {field(key, 'tandem', 'acceptance'):.0%} | "
                   f"{dms:.2f} / {field(key, 'tandem', 'target_ms_per_token'):.2f} / "
                   f"{field(key, 'tandem', 'other_ms_per_token'):.2f} | {calls:.2f} / {toks:.2f} | "
-                  f"{tg_ms * calls:.2f} ({tg_ms * toks:.2f}) | {dms / (tg_ms * calls):.2f} "
-                  f"({dms / (tg_ms * toks):.2f}) |")
+                  f"{tg_ms * calls:.2f} | {same:.2f} | {dms / (tg_ms * calls):.2f} | {dms / same:.2f} |")
     print(f"\nplain Tandem ms/token: target {field('tg_target', 'tandem', 'target_ms_per_token'):.2f}, "
           f"other {field('tg_target', 'tandem', 'other_ms_per_token'):.3f}")
     for lb in labels:
         if draft is not None:
-            print(f"llama-bench tg -d {depth} on the draft file ({lb}): {tps('tg_draft', lb):.1f} tok/s (best "
-                  f"{best('tg_draft', lb):.1f})")
+            print(f"llama-bench on the draft file at depth {depth} ({lb}): tg {tps('tg_draft', lb):.1f} tok/s (best "
+                  f"{best('tg_draft', lb):.1f}), pp2 {tps('pp2_draft', lb):.1f} tok/s: a two-token call costs "
+                  f"{2 * tps('tg_draft', lb) / tps('pp2_draft', lb):.2f} single-token calls")
     if args.adaptive and draft is not None:
         print(f"Tandem adaptive: {tps('adaptive', 'tandem'):.1f} tok/s (best {best('adaptive', 'tandem'):.1f}), "
               f"acceptance {field('adaptive', 'tandem', 'acceptance'):.0%}, draft calls per token "

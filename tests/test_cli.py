@@ -90,6 +90,25 @@ def test_prompt_lookup_adaptive_by_default_and_identical_either_way(tiny_target)
     assert_one_line_error(bad, 2, "--draft-min (3) is larger than --draft-max (2)")
 
 
+def test_the_same_request_again_drafts_from_past_chats_unless_switched_off(tiny_target, tmp_path, monkeypatch):
+    monkeypatch.setenv("TANDEM_DATA_DIR", str(tmp_path / "data"))
+    common = ["generate", "-m", str(tiny_target), "--temperature", "0", "-n", "60", "--json", "-t", "2",
+              "--prompt-lookup", "-p", "the value of data is in the list of items"]
+    first = json.loads(tandem(*common).stdout)
+    history = tmp_path / "data" / "history"
+    assert len(list(history.glob("*.tokens"))) == 1  # the turn was remembered, for this tokenizer family
+    again = json.loads(tandem(*common).stdout)
+    assert again["tokens"] == first["tokens"]
+    assert again["stats"]["accepted_by_source"].get("past chats", 0) > 0.8 * (len(first["tokens"]) - 1)
+    # off: nothing read, nothing written
+    sizes = [f.stat().st_size for f in history.glob("*.tokens")]
+    off = json.loads(tandem(*common, "--no-past-chats", "-p", "json name id type items").stdout)
+    assert "past chats" not in off["stats"]["accepted_by_source"]
+    assert [f.stat().st_size for f in history.glob("*.tokens")] == sizes
+    blind = json.loads(tandem(*common, "--no-past-chats").stdout)
+    assert "past chats" not in blind["stats"]["accepted_by_source"]
+
+
 @pytest.mark.parametrize(
     "content, needles",
     [

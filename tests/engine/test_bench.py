@@ -70,14 +70,47 @@ def test_describe_divergence_reports_position_and_both_continuations():
 
 
 # -- prompts ------------------------------------------------------------------------------------------
+CHAT_CATEGORIES = ("iteration", "edit", "quote", "letter", "open")
+
+
 def test_builtin_prompt_set_covers_every_category():
     prompts = builtin_prompts()
     for cat in bench.CATEGORIES:
         n = sum(p.category == cat for p in prompts)
-        assert 3 <= n <= 4, (cat, n)
+        assert (2 if cat in CHAT_CATEGORIES else 3) <= n <= 4, (cat, n)
     assert len({p.id for p in prompts}) == len(prompts)
     # the rewrite prompts carry the text to edit
     assert all(len(p.prompt) > 200 for p in prompts if p.category == "rewrite")
+    # the chats are conversations that end with the user's turn, and carry what the reply should reuse
+    chats = [p for p in prompts if p.category in CHAT_CATEGORIES]
+    assert all(p.messages and p.messages[-1][0] == "user" for p in chats)
+    assert all(sum(len(c) for _, c in p.messages) > 300 for p in chats if p.category != "open")
+    assert any(len(p.messages) >= 3 for p in chats)  # multi-turn: earlier replies in the conversation
+
+
+def test_chat_prompt_lines_are_parsed_and_bad_ones_refused_with_the_line(tmp_path):
+    good = tmp_path / "chats.jsonl"
+    good.write_text(
+        '{"id": "a", "category": "edit", "system": "be exact", "messages": [{"role": "user", "content": "hi"}, '
+        '{"role": "assistant", "content": "hello"}, {"role": "user", "content": "again"}]}\n', encoding="utf-8")
+    (p,) = bench.load_prompts(good)
+    assert p.messages == (("user", "hi"), ("assistant", "hello"), ("user", "again")) and p.system == "be exact"
+    assert p.chat() == list(p.messages)
+    cases = {
+        '{"messages": []}': "non-empty list",
+        '{"messages": [{"role": "robot", "content": "x"}]}': "role 'robot'",
+        '{"messages": [{"role": "user", "content": ""}]}': "non-empty \"content\"",
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}': "must be the user",
+        '{"messages": [{"role": "user", "content": "q"}], "prompt": "x"}': "not both",
+        '{"messages": [{"role": "user", "content": "q"}], "raw": true}': "chat template",
+        '{"messages": ["hello"]}': "message 1",
+    }
+    for line, needle in cases.items():
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"prompt": "fine"}\n' + line + "\n", encoding="utf-8")
+        with pytest.raises(bench.BenchError, match="bad.jsonl line 2") as e:
+            bench.load_prompts(bad)
+        assert needle in str(e.value), (line, str(e.value))
 
 
 def test_the_builtin_prompt_file_is_package_data_where_it_is_read():
@@ -125,11 +158,27 @@ def test_the_adaptive_configuration_is_the_sources_default(tiny_target, tiny_dra
     """The sweep measures what each draft source starts with (spec_defaults), unless told another cap."""
     for opts, source in ((BenchOptions(tiny_target, draft=tiny_draft), "draft-model"),
                          (BenchOptions(tiny_target, prompt_lookup=True, draft_max=(2,)), "history")):
-        adaptive = opts.configs()[-1]
+        adaptive = next(c for c in opts.configs() if c.name == "adaptive")
         assert adaptive.spec() == spec_defaults(source)
-    capped = BenchOptions(tiny_target, prompt_lookup=True, adaptive_cap=6).configs()[-1]
+    capped = next(c for c in BenchOptions(tiny_target, prompt_lookup=True, adaptive_cap=6).configs() if c.adaptive)
     assert (capped.name, capped.draft_max, capped.adaptive) == ("adaptive", 6, True)
     assert "adaptive" not in [c.name for c in BenchOptions(tiny_target, draft=tiny_draft, adaptive=False).configs()]
+
+
+def test_drafting_from_history_also_measures_the_same_request_in_a_new_chat(tiny_target, tmp_path):
+    """The past-chats run: an earlier chat (not measured) asked the same; every other run starts with none."""
+    configs = BenchOptions(tiny_target, prompt_lookup=True).configs()
+    assert [c.name for c in configs][-2:] == ["adaptive", bench.PAST_CHATS]
+    assert bench.PAST_CHATS not in [c.name for c in BenchOptions(tiny_target, prompt_lookup=True,
+                                                                 past_chats=False).configs()]
+    prompts = [bench.BenchPrompt("p1", "code", "def return if else import class self print json name id")]
+    report = bench.run_benchmark(BenchOptions(tiny_target, prompt_lookup=True, draft_max=(4,), prompts=prompts,
+                                              repeats=1, max_tokens=48, n_ctx=512, threads=1, warmup=False))
+    assert report.identical
+    adaptive, again = report.summary("adaptive"), report.summary(bench.PAST_CHATS)
+    assert again.acceptance_rate > 0.9 and again.mean_accepted > adaptive.mean_accepted
+    # the auto-tune never picks a situation: only settings
+    assert bench.pick_best(report).config != bench.PAST_CHATS
 
 
 def test_autotune_options_per_mode_and_explicit_values_win(tiny_target, tiny_draft):
@@ -308,5 +357,5 @@ def test_prompt_lookup_bench(tiny_target):
     report = run_benchmark(opts)
     assert report.meta["speculation"] == "history"
     assert report.identical
-    assert [c.name for c in report.configs] == ["off", "draft-3", "adaptive"]
+    assert [c.name for c in report.configs] == ["off", "draft-3", "adaptive", bench.PAST_CHATS]
     assert report.configs[-1].draft_max == spec_defaults("history").draft_max

@@ -381,7 +381,8 @@ def test_bridge_progress_is_throttled_and_a_temporary_source_is_switched_off_aga
         assert bridge.run_benchmark(opts, source="history")
         assert not bridge.run_benchmark(opts)  # one at a time
     report = done.args[0]
-    assert report.meta["speculation"] == "history" and len(report.runs) == 40 * 2 * 3
+    # 40 repeats x 2 prompts x (off, draft-2, adaptive, the same request again in a new chat)
+    assert report.meta["speculation"] == "history" and len(report.runs) == 40 * 2 * 4
     assert bridge.worker.engine.proposer is None  # speculation was off before: off again
     times = [t for t, _ in progress.items]
     runs = [a[0] for a in progress.args if a[0].phase == "run"]

@@ -31,7 +31,14 @@ from app.engine.bench.autotune import (
     preset_from_report,
 )
 from app.engine.bench.compare import Divergence, describe_divergence, first_difference
-from app.engine.bench.configs import DEFAULT_DRAFT_MAX, OFF, BenchConfig, BenchOptions, sweep_configs
+from app.engine.bench.configs import (
+    DEFAULT_DRAFT_MAX,
+    OFF,
+    PAST_CHATS,
+    BenchConfig,
+    BenchOptions,
+    sweep_configs,
+)
 from app.engine.bench.error import BenchError
 from app.engine.bench.prompts import CATEGORIES, BenchPrompt, builtin_prompts, load_prompts
 from app.engine.bench.report import BenchReport
@@ -60,6 +67,7 @@ __all__ = [
     "builtin_prompts",
     "load_prompts",
     "sweep_configs",
+    "PAST_CHATS",
     "first_difference",
     "describe_divergence",
     "summarize",

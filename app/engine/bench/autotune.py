@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from app.engine import sources
-from app.engine.bench.configs import DEFAULT_DRAFT_MAX, OFF, BenchOptions
+from app.engine.bench.configs import DEFAULT_DRAFT_MAX, OFF, PAST_CHATS, BenchOptions
 from app.engine.bench.error import BenchError
 from app.engine.bench.prompts import BenchPrompt, builtin_prompts
 from app.engine.bench.report import BenchReport
@@ -55,10 +55,10 @@ def autotune_options(
             if p.category not in {q.category for q in one_each}:
                 one_each.append(p)
         tuned = replace(base, prompts=one_each, repeats=QUICK_REPEATS, draft_max=QUICK_DRAFT_MAX, adaptive=True,
-                        max_tokens=min(base.max_tokens, QUICK_MAX_TOKENS))
+                        max_tokens=min(base.max_tokens, QUICK_MAX_TOKENS), past_chats=False)
     elif mode == "thorough":
         tuned = replace(base, repeats=max(base.repeats, THOROUGH_MIN_REPEATS), draft_max=DEFAULT_DRAFT_MAX,
-                        adaptive=True)
+                        adaptive=True, past_chats=False)
     else:
         raise BenchError(f"auto-tune mode must be {' or '.join(map(repr, AUTOTUNE_MODES))}, got {mode!r}")
     return replace(tuned, **(explicit or {}))
@@ -70,7 +70,8 @@ def pick_best(report: BenchReport, off_margin: float = OFF_MARGIN) -> ConfigSumm
     A configuration whose output differed from the plain run is never picked, nor one that never had a guess
     accepted (it only added work: if it measured faster, that was noise).
     """
-    overall = [s for s in report.summaries if s.category == ALL and s.decode_tps > 0]
+    # the past-chats run is a situation (the same request again), not a setting one could pick
+    overall = [s for s in report.summaries if s.category == ALL and s.decode_tps > 0 and s.config != PAST_CHATS]
     if not overall:
         raise BenchError("no finished runs to choose from")
     candidates = [s for s in overall if s.config == OFF.name or (s.identical and s.acceptance_rate > 0)]

@@ -12,7 +12,7 @@ from app.engine.bench.prompts import BenchPrompt
 from app.engine.defaults import spec_defaults
 from app.engine.speculative import SpecSettings
 
-__all__ = ["DEFAULT_DRAFT_MAX", "OFF", "BenchConfig", "BenchOptions", "sweep_configs"]
+__all__ = ["DEFAULT_DRAFT_MAX", "OFF", "PAST_CHATS", "BenchConfig", "BenchOptions", "sweep_configs"]
 
 DEFAULT_DRAFT_MAX = (1, 2, 3, 5, 8, 12, 16)  # the fixed draft lengths a sweep tries
 
@@ -22,6 +22,9 @@ class BenchConfig:
     name: str
     draft_max: int = 0  # 0 = speculation off
     adaptive: bool = False
+    # drafting from history: an earlier chat asked the same request (its turn is in a past-chats store that
+    # the measured run, a new chat, drafts from). Every other history configuration starts with no past chats
+    past_chats: bool = False
 
     @property
     def speculative(self) -> bool:
@@ -32,6 +35,7 @@ class BenchConfig:
 
 
 OFF = BenchConfig("off")
+PAST_CHATS = "past-chats"
 
 
 def _check_length(n: int) -> int:
@@ -40,12 +44,15 @@ def _check_length(n: int) -> int:
     return n
 
 
-def sweep_configs(draft_max: Sequence[int], adaptive_max: int | None = None) -> list[BenchConfig]:
-    """"off", one configuration per draft length, then (with `adaptive_max`) the adaptive length up to it."""
+def sweep_configs(draft_max: Sequence[int], adaptive_max: int | None = None, past_chats: bool = False) -> list[BenchConfig]:
+    """"off", one configuration per draft length, then (with `adaptive_max`) the adaptive length up to it, and
+    (with `past_chats`, for drafting from history) the adaptive length when an earlier chat asked the same."""
     values = sorted({_check_length(int(n)) for n in draft_max})
     configs = [OFF] + [BenchConfig(f"draft-{n}", n) for n in values]
     if adaptive_max is not None:
         configs.append(BenchConfig("adaptive", _check_length(adaptive_max), adaptive=True))
+        if past_chats:
+            configs.append(BenchConfig(PAST_CHATS, adaptive_max, adaptive=True, past_chats=True))
     return configs
 
 
@@ -67,6 +74,7 @@ class BenchOptions:
     gpu_layers: int = 0
     draft_gpu_layers: int = 0
     warmup: bool = True
+    past_chats: bool = True  # drafting from history: also measure the same request asked again in a new chat
     # a run during which this process got much less CPU than usual (other programs took the cores) measured
     # the machine, not the configuration: run it again, up to this many times
     retry_contended: int = 2
@@ -91,10 +99,11 @@ class BenchOptions:
         return sources.DRAFT_MODEL if self.draft is not None else (sources.HISTORY if self.prompt_lookup else sources.OFF)
 
     def configs(self) -> list[BenchConfig]:
-        if self.speculation == "off":
+        if self.speculation == sources.OFF:
             return [OFF]
         return self._sweep()
 
     def _sweep(self) -> list[BenchConfig]:
         cap = self.adaptive_cap or spec_defaults(self.speculation).draft_max
-        return sweep_configs(self.draft_max, cap if self.adaptive else None)
+        return sweep_configs(self.draft_max, cap if self.adaptive else None,
+                             past_chats=self.past_chats and self.speculation == sources.HISTORY)

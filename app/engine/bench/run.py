@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from app.engine import sources
 from app.engine.bench import compare, machine
 from app.engine.bench.configs import OFF, BenchOptions
 from app.engine.bench.error import BenchError
@@ -22,12 +23,14 @@ from app.engine.bench.prompts import BenchPrompt, builtin_prompts
 from app.engine.bench.report import BenchReport
 from app.engine.bench.summary import RunRecord
 from app.engine.chat_template import Message
+from app.engine.history_store import HistoryStore
 from app.engine.llama_backend import backend_info, default_threads
+from app.engine.proposers import HistoryProposer
 from app.engine.sampling import SamplingParams
 from app.engine.session import ChatSession, Engine, ModelSettings
 from app.engine.speculative import generate
 
-__all__ = ["BenchProgress", "run_benchmark"]
+__all__ = ["BenchProgress", "prompt_tokens", "run_benchmark"]
 
 
 @dataclass
@@ -46,12 +49,15 @@ class BenchProgress:
         return self.done / self.total if self.total else 0.0
 
 
-def _prompt_tokens(engine: Engine, prompt: BenchPrompt) -> list[int]:
+def prompt_tokens(engine: Engine, prompt: BenchPrompt) -> list[int]:
+    """The request as the target sees it: rendered with its chat template (a model without one, or a raw
+    prompt: the text itself, a chat's turns one after the other)."""
     if prompt.raw or engine.target.info.chat_template is None:
-        text = f"{prompt.system}\n\n{prompt.prompt}" if prompt.system else prompt.prompt
+        turns = [c for _, c in prompt.chat()]
+        text = "\n\n".join([prompt.system, *turns] if prompt.system else turns)
         return engine.tokenize_prompt(text)
     chat = ChatSession(engine, system_prompt=prompt.system)
-    return engine.tokenize_prompt(chat.render([Message("user", prompt.prompt)]), special=True)
+    return engine.tokenize_prompt(chat.render([Message(r, c) for r, c in prompt.chat()]), special=True)
 
 
 def run_benchmark(
@@ -93,7 +99,7 @@ def run_benchmark(
         target_ctx = engine.target.ctx
         proposer = engine.proposer
         model = engine.target.model
-        tokenized = [_prompt_tokens(engine, p) for p in prompts]
+        tokenized = [prompt_tokens(engine, p) for p in prompts]
         for p, toks in zip(prompts, tokenized, strict=True):
             if len(toks) + (p.max_tokens or options.max_tokens) + 34 > target_ctx.n_ctx:
                 raise BenchError(
@@ -124,11 +130,22 @@ def run_benchmark(
             pass
         report = BenchReport(meta=meta, configs=configs)
 
+        from_history = options.speculation == sources.HISTORY
+
         def one_run(cfg, tokens: list[int], max_tokens: int):
             engine.reset_cache()
+            drafter = proposer if cfg.speculative else None
+            if cfg.speculative and from_history:
+                # the benchmark's own drafter: no past chats (the user's are never read or written), except in
+                # the past-chats configuration, where an earlier chat (not measured) asked the same request
+                store = HistoryStore(None) if cfg.past_chats else None
+                if store is not None:
+                    generate(target_ctx, tokens, greedy, proposer=HistoryProposer(store), spec=cfg.spec(),
+                             max_tokens=max_tokens, cancel=cancel)
+                    engine.reset_cache()
+                drafter = HistoryProposer(store)
             return generate(
-                target_ctx, tokens, greedy,
-                proposer=proposer if cfg.speculative else None,
+                target_ctx, tokens, greedy, proposer=drafter,
                 spec=cfg.spec(), max_tokens=max_tokens, cancel=cancel,
             )  # fmt: skip
 
