@@ -148,7 +148,7 @@ class TandemSide:
     def __init__(self, target: Path, draft: Path | None, threads: int, ctx: int) -> None:
         from app.engine.session import Engine, ModelSettings
 
-        self.engine = Engine()
+        self.engine = Engine(history_enabled=False)  # no past chats: every repeat starts from the same knowledge
         self.engine.load_target(ModelSettings(target, n_ctx=ctx, n_threads=threads))
         self.draft_proposer = None
         if draft is not None:  # None: plain decoding only

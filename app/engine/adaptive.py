@@ -20,7 +20,8 @@ T(n) = draft(n) + verify(n + 1); the controller picks the n in [0, max] with the
 longest within 3 % of it: the optimum is flat, and fewer rounds mean less per-round overhead), and drafts
 only when that beats a plain step (n = 0) by more than 3 %, so a useless draft switches itself off. While
 it is off, a round drafts again now and then to notice when the text has become predictable: after 16
-plain steps, then twice as many after each probe that changed nothing (up to 256). Where drafting could
+plain steps, then twice as many after each probe that changed nothing (up to 256); a probe whose every
+guess was right is followed by another one at once. Where drafting could
 not gain even 10 % if every guess were accepted (the draft is too slow next to the target on this machine)
 no text can make it pay for a probe (a draft model first has to read the tokens it missed): the controller
 stays plain for 1024 steps (across replies: the engine keeps it), and tells the loop (`drafting_expected`)
@@ -28,10 +29,11 @@ that the draft model need not even read the next prompts.
 
 **Draft confidence.** The draft model's top-token probability says when its next guess is likely wrong.
 Each guessed position is recorded with that probability and whether the target accepted it; from these
-the controller learns, per probability band, how often guesses are accepted, and returns a cut-off: the
+the controller learns, per probability band, how often guesses are accepted (starting from the confidence
+itself, as if it were a calibrated probability), and returns a cut-off: the
 lowest probability at which one more guess is still worth its cost (acceptance × value of a token >
-marginal cost), never above 0.5 (stopping ends the whole draft, including the likely guesses after the
-unsure one). The speculative loop hands it to the proposer, which stops at the first guess below it.
+marginal cost), never above 0.9, and only below the first band measured to pay (stopping ends the whole
+draft, including the likely guesses after the unsure one). The speculative loop hands it to the proposer, which stops at the first guess below it.
 
 Only the draft length (and the draft's early stop) changes: the target still verifies every token, so
 greedy output stays token-identical to plain decoding.
@@ -48,8 +50,10 @@ __all__ = ["AdaptiveDraftController", "expected_tokens"]
 # confidence bands (upper edges) for the draft's top-token probability
 _BANDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 1.0 + 1e-9)
 # the cut-off never goes above this: stopping ends the whole draft, and with it the (often right) guesses
-# that would follow the unsure one
-_MAX_CUT = 0.5
+# that would follow the unsure one — only a band measured to lose is ever cut
+_MAX_CUT = 0.9
+# weight, in guesses, of a band's prior acceptance (its confidence) against the guesses measured in it
+_BAND_PRIOR = 4.0
 
 
 def expected_tokens(alpha: float, n: int) -> float:
@@ -120,6 +124,7 @@ class AdaptiveDraftController:
         self._prev_asked = -1
         self._plain_streak = 0
         self._probe_after = self.PROBE_FIRST
+        self._probing = False  # the round being played is a probe
         self.flat = 0.03
         self._n_start = min(n_cap, max(n_min, n_start if n_start is not None else min(4, n_cap)))
         self._n = self._n_start
@@ -134,16 +139,25 @@ class AdaptiveDraftController:
         return s / (s + f)
 
     def _lines(self) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
-        """The (verify, draft) cost lines, fitted once per new measurement."""
+        """The (verify, draft) cost lines, fitted once per new measurement (verify: through the batches of
+        two or more tokens when there are any, see verify_cost)."""
         if self._fitted is None:
+            batches = {k: t for k, t in self._verify.items() if k > 1} or self._verify
             self._fitted = (
-                _line(self._verify, self.verify_slope_prior, through_origin=False),
+                _line(batches, self.verify_slope_prior, through_origin=False),
                 _line(self._draft, 1.0, through_origin=True),
             )
         return self._fitted
 
     def verify_cost(self, k: int) -> float | None:
-        """Estimated seconds to verify a batch of k tokens (None before any measurement)."""
+        """Estimated seconds to verify a batch of k tokens (None before any measurement).
+
+        A one-token step is its own measurement when there is one: on a CPU the step from one token to two
+        can cost far more than each token after that (one token streams the weights once; a batch multiplies
+        them for every token), so a straight line through both kinds would make short drafts look cheap.
+        """
+        if k == 1 and 1 in self._verify and len(self._verify) > 1:
+            return self._verify[1]
         line = self._lines()[0]
         if line is None:
             return None
@@ -177,18 +191,53 @@ class AdaptiveDraftController:
         return all(self.rate(n, alpha=1.0) < bar for n in range(max(self.n_min, 1), self.n_cap + 1))
 
     # -- the two calls the loop makes -----------------------------------------------------------------
-    def next_length(self) -> int:
-        """How many tokens to draft in the next round (0 = a plain step)."""
+    def next_length(self, judged_per_guess: bool = False) -> int:
+        """How many tokens to draft in the next round (0 = a plain step).
+
+        `judged_per_guess`: the proposer rates each guess (confidences) and guessing itself costs next to
+        nothing (no draft model): then the most it may guess is asked for, and `best_prefix` decides how much
+        of the proposal is worth verifying — a long match is verified at length even where the average
+        guess is poor, and a weak one is not verified at all.
+        """
         if 1 not in self._verify and self.n_min == 0:
             self._n = 0  # measure the plain step first: it is what drafting has to beat
         elif not self._draft:
             self._n = self._n_start  # measure a drafting round
+        elif judged_per_guess and self.draft_cost(1) < 0.02 * (self.verify_cost(1) or 0.0):
+            self._n = self.n_cap
         else:
             self._n = self._choose()
         self.history.append(self._n)
         return self._n
 
+    def best_prefix(self, confidences: Sequence[float]) -> int:
+        """How many of a proposal's guesses to verify (0: none), from their confidences and the costs.
+
+        Each confidence becomes a chance of acceptance through its band (measured, starting from the
+        confidence itself); the prefix with the most expected tokens per second of verifying wins, if it beats
+        a plain step by the margin. The guesses themselves are already paid for.
+        """
+        v1 = self.verify_cost(1)
+        if v1 is None or not confidences:
+            return len(confidences)
+        best_n, best_rate = 0, (1.0 + self.flat) / v1
+        expected, chance = 1.0, 1.0
+        for n, c in enumerate(confidences, 1):
+            chance *= self._band_rate(_band(c))
+            expected += chance
+            rate = expected / (self.verify_cost(n + 1) or v1)
+            if rate > best_rate:
+                best_n, best_rate = n, rate
+        return max(best_n, min(self.n_min, len(confidences)))
+
+    def _band_rate(self, b: int) -> float:
+        """Acceptance of guesses in confidence band `b`: measured, from a prior of the band's middle."""
+        lo = _BANDS[b - 1] if b > 0 else 0.0
+        mid = (lo + min(_BANDS[b], 1.0)) / 2
+        return (self._band_acc[b] + _BAND_PRIOR * mid) / (self._band_tried[b] + _BAND_PRIOR)
+
     def _choose(self) -> int:
+        self._probing = False
         lo = max(self.n_min, 1)
         rates = {n: self.rate(n) for n in range(lo, self.n_cap + 1)}
         best = max(rates.values())
@@ -210,7 +259,9 @@ class AdaptiveDraftController:
             return 0
         self._plain_streak = 0
         self._probe_after = min(2 * self._probe_after, self.PROBE_MAX)
-        return drafting_n
+        self._probing = True
+        # a probe long enough to tell predictable text: a single guess says little
+        return max(drafting_n, self._n_start)
 
     @property
     def drafting_expected(self) -> bool:
@@ -234,10 +285,9 @@ class AdaptiveDraftController:
         for i, hi in enumerate(_BANDS):
             if hi > _MAX_CUT + 1e-9:
                 break  # a guess the draft is this sure of is never cut
-            tried = self._band_tried[i]
-            if tried < 8.0:
-                continue  # not enough evidence about this band
-            if self._band_acc[i] / tried >= need:
+            # the band's acceptance: what was measured, starting from the confidence itself (as if it were a
+            # calibrated probability) until enough guesses say otherwise
+            if self._band_rate(i) >= need:
                 break  # guesses this sure pay off: cut no higher
             cut = hi  # guesses in this band (and below) lose time on average
         return cut
@@ -255,6 +305,10 @@ class AdaptiveDraftController:
         """Record a finished round: `asked` = the length allowed, `drafted` guessed, `accepted` kept."""
         self._rounds += 1
         self._fitted = None
+        if self._probing and drafted > 0 and accepted == drafted:
+            # the probe was right all along: the text may have become predictable, probe again at once
+            self._probe_after = self.PROBE_FIRST
+            self._plain_streak = self.PROBE_FIRST
         caught_up = self._prev_asked == 0
         self._prev_asked = asked
         # acceptance: every accepted guess is a success; the guess that ended the round a failure. Rounds

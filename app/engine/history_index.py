@@ -102,10 +102,14 @@ class SequenceIndex:
                 index.setdefault(tuple(toks[start : end + 1]), []).append(end)
         self._indexed = max(self._indexed, stop)
 
-    def candidates(self, history: Sequence[int], n_max: int, recency_base: int = 0) -> list[Candidate]:
+    def candidates(
+        self, history: Sequence[int], n_max: int, recency_base: int = 0, *, own: bool = False
+    ) -> list[Candidate]:
         """Earlier places where the end of `history` was written, with what followed them (longest n-gram first).
 
-        `history` is usually this very sequence (the live conversation); it may also be any other sequence.
+        `own`: `history` is this very sequence (the live conversation). Then a continuation that runs into the
+        end of the history goes on periodically, as the text would if it kept repeating itself ("a, b, a, b"
+        after "a, b": the match says the next tokens are the ones since the match, again).
         """
         toks = self.tokens
         for n in range(min(self.n_max, len(history)), self.n_min - 1, -1):
@@ -115,6 +119,9 @@ class SequenceIndex:
             out = []
             for end in reversed(ends[-MAX_CANDIDATES:]):
                 cont = _until_separator(toks[end + 1 : end + 1 + n_max])
+                if own and cont and len(cont) < n_max and end + 1 + len(cont) == len(toks):
+                    period = len(cont)
+                    cont = tuple(cont[i % period] for i in range(n_max))
                 if cont:
                     out.append(Candidate(backward_match(toks, end, history, n), end, cont, recency_base + end))
             if out:

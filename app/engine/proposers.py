@@ -1,8 +1,10 @@
 """Proposers: whatever guesses the next few tokens for the target model to verify.
 
-One interface (as in HF transformers' candidate generators), two implementations:
+One interface (as in HF transformers' candidate generators), three implementations:
 
 * `DraftModelProposer` — a small model with the same tokenizer drafts greedily in its own context;
+* `DraftWithHistoryProposer` — a draft model with the history drafter in front: when the conversation (or a
+  past chat) has a long match, its free guesses go first;
 * `HistoryProposer` — no second model: where the end of the conversation was written before (earlier in
   this chat, or in past chats of the same tokenizer family), what followed it then is proposed now — the
   longest match wins (great for edits, code, quoting, and questions asked again);
@@ -31,7 +33,7 @@ from app.engine.history_index import MAX_MATCH, Candidate, SequenceIndex
 from app.engine.history_store import HistoryStore
 from app.engine.llama_backend import Context, SpeculationUnsupported
 
-__all__ = ["Proposal", "Proposer", "DraftModelProposer", "HistoryProposer"]
+__all__ = ["Proposal", "Proposer", "DraftModelProposer", "HistoryProposer", "DraftWithHistoryProposer"]
 
 
 @dataclass
@@ -276,7 +278,8 @@ class HistoryProposer(Proposer):
         else:
             self._follow(history)
         hist = history if isinstance(history, list) else list(history)
-        candidates = [(c, self.SOURCE_CHAT) for c in self._conv.candidates(hist, n_max, recency_base=1 << 40)]
+        own = len(self._conv) == len(hist)  # the index holds exactly this history: periodic continuations are safe
+        candidates = [(c, self.SOURCE_CHAT) for c in self._conv.candidates(hist, n_max, recency_base=1 << 40, own=own)]
         if self.store is not None:
             frozen, recent = self.store.indexes()
             candidates += [(c, self.SOURCE_PAST) for c in recent.candidates(hist, n_max, recency_base=1 << 39)]
@@ -301,6 +304,12 @@ class HistoryProposer(Proposer):
             self._stored_upto = len(history)
 
 
+def _match_scale(match: int) -> float:
+    """How much a match of `match` tokens is worth as a confidence: m / (m + 2), m at most MAX_MATCH."""
+    m = min(match, MAX_MATCH)
+    return m / (m + 2.0)
+
+
 def _agreement(best: Candidate, candidates: list[Candidate], n: int) -> list[float]:
     """Per guess: the share of well-matching candidates that agree with `best` up to it, times a match factor.
 
@@ -308,8 +317,7 @@ def _agreement(best: Candidate, candidates: list[Candidate], n: int) -> list[flo
     two-token match, 0.8 for eight tokens, 0.97 for sixty-four.
     """
     peers = [c for c in candidates if c.match * 2 >= best.match]
-    m = min(best.match, MAX_MATCH)
-    scale = m / (m + 2.0)
+    scale = _match_scale(best.match)
     out = []
     for i in range(n):
         prefix = best.continuation[: i + 1]
@@ -317,3 +325,63 @@ def _agreement(best: Candidate, candidates: list[Candidate], n: int) -> list[flo
         agree = sum(1 for c in alive if c.continuation[: i + 1] == prefix)
         out.append(scale * agree / len(alive) if alive else scale)
     return out
+
+
+class DraftWithHistoryProposer(Proposer):
+    """A draft model, with drafting from history in front of it: the free guesses go first.
+
+    Each round asks the history first (it costs microseconds). When its guess rests on a long match — at
+    least `min_match` tokens of the conversation (or a past chat) agree with the end of the history — that
+    proposal is used and the draft model does not decode at all this round; otherwise the draft model
+    drafts as usual. The draft model's cache simply falls behind on the rounds it sits out and catches up in
+    one batch the next time it drafts. As llama.cpp chains its draft types, keeping the guess with the best
+    expected acceptance × length, except that here the one that costs nothing is preferred when it is sure.
+    """
+
+    name = sources.DRAFT_MODEL
+    reports_confidence = True
+    SOURCE_DRAFT = "draft model"
+
+    def __init__(self, draft: DraftModelProposer, history: HistoryProposer, *, min_match: int = 16) -> None:
+        super().__init__()
+        self.draft, self.history = draft, history
+        self.min_match = min_match
+
+    def begin(self, prompt: Sequence[int], cancel: threading.Event | None = None, *, catch_up: bool = True) -> None:
+        self.history.begin(prompt, cancel)
+        self._delegate(self.draft.begin, prompt, cancel, catch_up=catch_up)
+
+    def _propose(self, history: Sequence[int], n_max: int, min_confidence: float, want_confidence: bool) -> Proposal:
+        free = self.history.propose(history, n_max)
+        if free.tokens and free.confidences and free.confidences[0] >= _match_scale(self.min_match):
+            return free
+        proposal = self._delegate(self.draft.propose, history, n_max, min_confidence=min_confidence,
+                                  want_confidence=want_confidence)
+        proposal.source = proposal.source or self.SOURCE_DRAFT
+        return proposal
+
+    def _delegate(self, call, *args, **kwargs):
+        """Run a call of the draft model and count its decodes as this proposer's."""
+        d0, t0 = self.draft.decodes, self.draft.decoded_tokens
+        try:
+            return call(*args, **kwargs)
+        finally:
+            self.decodes += self.draft.decodes - d0
+            self.decoded_tokens += self.draft.decoded_tokens - t0
+
+    def accepted(self, n_keep: int) -> None:
+        self.draft.accepted(n_keep)
+
+    def end(self, history: Sequence[int]) -> None:
+        self.history.end(history)
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.draft.cached_tokens
+
+    def reset(self) -> None:
+        self.draft.reset()
+        self.history.reset()
+
+    def close(self) -> None:
+        self.draft.close()

@@ -22,7 +22,7 @@ from app.engine.compat import Verdict, check_draft_compatibility
 from app.engine.gguf_info import ModelInfo, inspect_gguf
 from app.engine.history_store import DEFAULT_MAX_BYTES, HistoryStore, tokenizer_fingerprint
 from app.engine.llama_backend import Context, EngineError, Model, SpeculationUnsupported
-from app.engine.proposers import DraftModelProposer, HistoryProposer, Proposer
+from app.engine.proposers import DraftModelProposer, DraftWithHistoryProposer, HistoryProposer, Proposer
 from app.engine.sampling import SamplingParams
 from app.engine.speculative import GenerationResult, Piece, RoundInfo, SpecSettings, generate
 
@@ -152,7 +152,8 @@ class Engine:
         self.disable_speculation()
         draft = _load(settings, progress)
         try:
-            proposer = DraftModelProposer(draft.ctx)  # refuses a draft whose memory cannot roll back
+            # refuses a draft whose memory cannot roll back; the conversation's free guesses go first
+            proposer = DraftWithHistoryProposer(DraftModelProposer(draft.ctx), HistoryProposer(self.history_store()))
         except BaseException:
             draft.close()
             raise

@@ -344,7 +344,7 @@ def generate(
             n_max = 0
             draft_t0 = proposer.seconds if proposer is not None else 0.0
             if proposing:
-                want = controller.next_length() if controller is not None else spec.draft_max
+                want = controller.next_length(judged_per_guess=learn_cutoff) if controller is not None else spec.draft_max
                 n_max = min(want, max_tokens - len(out_tokens) - 1, target.n_ctx - n_past - 1)
                 if n_max > 0:
                     cut = controller.confidence_cutoff() if learn_cutoff else spec.draft_p_min
@@ -354,6 +354,8 @@ def generate(
                         stop_reason = "cancelled"
                         break
                     draft = proposal.tokens
+                    if learn_cutoff and proposal.confidences:
+                        del draft[controller.best_prefix(proposal.confidences[: len(draft)]) :]
                     source = proposal.source or proposer.name
                     confidences = proposal.confidences or ()
                     for i, t in enumerate(draft):

@@ -92,10 +92,19 @@ def test_learns_a_confidence_cutoff_from_the_drafts_top_probabilities():
     cut = c.confidence_cutoff()
     assert 0.3 < cut <= 0.6
 
-    # a draft whose unsure guesses are right anyway: no cut
+    # a draft whose unsure guesses are right anyway: they are not cut (only bands never seen, by their prior)
     c2 = AdaptiveDraftController(8, n_start=6)
     feed(c2, 40, accept=lambda n: n, draft_ms=3.0, verify=lambda k: 15 + 4 * k, probs=probs)
-    assert c2.confidence_cutoff() == 0.0
+    assert c2.confidence_cutoff() <= 0.3
+
+
+def test_before_any_evidence_a_confidence_counts_as_its_probability():
+    """Where a first guess costs most of a plain step (a CPU batch), weak guesses are cut from the start."""
+    costly, cheap = AdaptiveDraftController(8), AdaptiveDraftController(8)
+    feed(costly, 3, accept=lambda n: n, draft_ms=0.0, verify=lambda k: 7.8 if k == 1 else 7.8 + 6.1 + 2.3 * (k - 2))
+    feed(cheap, 3, accept=lambda n: n, draft_ms=0.0, verify=lambda k: 14.6 + 1.25 * (k - 1))
+    assert costly.confidence_cutoff() >= 0.7  # a first guess needs about 6.1 / 7.8 = 0.78 to pay
+    assert cheap.confidence_cutoff() <= 0.1
 
 
 def test_measures_the_plain_step_first():

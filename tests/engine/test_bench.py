@@ -258,10 +258,17 @@ def test_autotune_picks_off_when_the_draft_is_never_accepted(tiny_target, contra
                       "quick")
     spec = [s for s in report.summaries if s.category == "all" and s.config != "off"]
     assert spec
-    assert all(s.acceptance_rate == 0.0 for s in spec)
-    assert report.autotune["speculation"] == "off" and report.autotune["config"] == "off"
-    assert report.autotune["draft"] is None
-    assert "auto-tune pick: off" in report.format_table()
+    # the draft model is never right (the conversation's own repeats may be: they go first, for free)
+    assert all(r.accepted_by_source.get("draft model", 0) == 0 for r in report.runs)
+    pick = report.autotune
+    if pick["config"] == "off":
+        assert pick["speculation"] == "off" and pick["draft"] is None
+        assert "auto-tune pick: off" in report.format_table()
+    else:  # picked only because the conversation's own guesses paid, by more than the margin
+        from app.engine.bench.autotune import OFF_MARGIN
+
+        assert report.summary(pick["config"]).decode_tps >= report.summary("off").decode_tps * (1 + OFF_MARGIN)
+        assert all(set(r.accepted_by_source) <= {"this chat"} for r in report.runs if r.config == pick["config"])
 
 
 def test_autotune_picks_the_fastest_and_returns_a_preset(tiny_target, tiny_draft):

@@ -123,3 +123,34 @@ def test_sampling_with_history_drafts_follows_the_target_distribution(target, tc
         b = [s[pos] for s in spec if len(s) > pos]
         assert _chi2_same_distribution(a, b) > 0.001, f"position {pos} differs"
     assert _chi2_same_distribution([s[:2] for s in plain], [s[:2] for s in spec]) > 0.001
+
+
+def test_with_a_draft_model_long_history_matches_go_first_for_free(target, tc, tiny_draft):
+    from app.engine.proposers import DraftModelProposer, DraftWithHistoryProposer
+
+    base = target.tokenize("the value of data")
+    with Context(target, n_ctx=256, n_threads=2) as probe:
+        chain = generate(probe, base, GREEDY, max_tokens=40).tokens
+    prompt = base + chain + base[1:]  # the reply will repeat a 40-token run the prompt already holds
+    plain = generate(tc, prompt, GREEDY, max_tokens=60)
+    draft_model = Model(tiny_draft)
+    try:
+        with Context(draft_model, n_ctx=1024, n_threads=2) as dc:
+            tc.clear()
+            alone = DraftModelProposer(dc)
+            solo = generate(tc, prompt, GREEDY, proposer=alone, spec=SpecSettings(draft_max=8), max_tokens=60)
+            tc.clear()
+            dc.clear()
+            both = DraftWithHistoryProposer(DraftModelProposer(dc), HistoryProposer(), min_match=8)
+            rounds: list[RoundInfo] = []
+            res = generate(tc, prompt, GREEDY, proposer=both, spec=SpecSettings(draft_max=8), max_tokens=60,
+                           on_round=rounds.append)
+            assert solo.tokens == plain.tokens and res.tokens == plain.tokens
+            st = res.stats
+            assert st.accepted_by_source.get(HistoryProposer.SOURCE_CHAT, 0) > 0
+            assert st.draft_decodes < solo.stats.draft_decodes  # the draft model sat out the free rounds
+            history = prompt + res.tokens
+            assert dc.tokens == history[: dc.n_past] and tc.tokens == history[: tc.n_past]
+            assert all(r.draft_kv == len(dc.tokens) or r.draft_kv <= r.target_kv for r in rounds)
+    finally:
+        draft_model.close()

@@ -42,7 +42,7 @@ from app.engine.bench.configs import (
 from app.engine.bench.error import BenchError
 from app.engine.bench.prompts import CATEGORIES, BenchPrompt, builtin_prompts, load_prompts
 from app.engine.bench.report import BenchReport
-from app.engine.bench.run import BenchProgress, run_benchmark
+from app.engine.bench.run import BenchProgress, prompt_tokens, run_benchmark
 from app.engine.bench.summary import ALL, ConfigSummary, RunRecord, summarize
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
     "describe_divergence",
     "summarize",
     "run_benchmark",
+    "prompt_tokens",
     "autotune_options",
     "autotune",
     "pick_best",

@@ -87,6 +87,10 @@ def run_benchmark(
     if own_engine:
         report_progress(done=0, phase="loading", message=f"loading {Path(options.model).name}")
         engine = Engine()
+    # no past chats in a benchmark: every run starts from the same knowledge (the user's store is never read or
+    # written; the past-chats configuration brings its own)
+    history_was = engine.history_enabled
+    engine.set_history_enabled(False)
     try:
         if own_engine:
             engine.load_target(ModelSettings(Path(options.model), n_gpu_layers=options.gpu_layers,
@@ -191,7 +195,7 @@ def run_benchmark(
                         drafted=st.drafted, accepted=st.accepted, rounds=st.rounds,
                         draft_seconds=st.draft_seconds, target_seconds=st.target_seconds,
                         stop_reason=st.stop_reason,
-                        cpu_share=share,
+                        cpu_share=share, accepted_by_source=dict(st.accepted_by_source),
                     )  # fmt: skip
                     ref = reference.get(p.id)
                     if ref is None and cfg.name == OFF.name:
@@ -216,6 +220,7 @@ def run_benchmark(
         report_progress(done=done, phase="cancelled" if report.cancelled else "done")
         return report
     finally:
+        engine.set_history_enabled(history_was)
         if own_engine:
             engine.close()
 

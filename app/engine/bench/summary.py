@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.engine.bench.configs import OFF, BenchConfig
 from app.engine.bench.prompts import CATEGORIES
@@ -40,6 +40,7 @@ class RunRecord:
     identical: bool | None = None  # vs the plain run of the same prompt (None: this is the reference)
     # CPU time this process got / (wall time x threads): well below 1 means other programs took the cores
     cpu_share: float = 0.0
+    accepted_by_source: dict[str, int] = field(default_factory=dict)  # "this chat", "past chats", "draft model"
 
 
 @dataclass
