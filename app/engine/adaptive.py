@@ -54,6 +54,8 @@ _BANDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 1.0 + 1e-9)
 _MAX_CUT = 0.9
 # weight, in guesses, of a band's prior acceptance (its confidence) against the guesses measured in it
 _BAND_PRIOR = 4.0
+# best_prefix verifies proposals of a band the prior turns down until this many of its guesses were measured
+_EXPLORE = 3.0
 
 
 def expected_tokens(alpha: float, n: int) -> float:
@@ -215,12 +217,14 @@ class AdaptiveDraftController:
 
         Each confidence becomes a chance of acceptance through its band (measured, starting from the
         confidence itself); the prefix with the most expected tokens per second of verifying wins, if it beats
-        a plain step by the margin. The guesses themselves are already paid for.
+        a plain step by the margin — or, while a band has hardly been measured, its best prefix anyway (so
+        that the prior is corrected by evidence). The guesses themselves are already paid for.
         """
         v1 = self.verify_cost(1)
         if v1 is None or not confidences:
             return len(confidences)
         best_n, best_rate = 0, (1.0 + self.flat) / v1
+        try_n, try_rate = 1, 0.0  # the best length of all, for a guess whose band is still unexplored
         expected, chance = 1.0, 1.0
         for n, c in enumerate(confidences, 1):
             chance *= self._band_rate(_band(c))
@@ -228,6 +232,12 @@ class AdaptiveDraftController:
             rate = expected / (self.verify_cost(n + 1) or v1)
             if rate > best_rate:
                 best_n, best_rate = n, rate
+            if rate > try_rate:
+                try_n, try_rate = n, rate
+        if best_n == 0 and self._band_tried[_band(confidences[0])] < _EXPLORE:
+            # a band the prior alone turns down: verify a few of its proposals, so what it is really worth
+            # gets measured (verifying nothing would never teach anything)
+            best_n = try_n
         return max(best_n, min(self.n_min, len(confidences)))
 
     def _band_rate(self, b: int) -> float:

@@ -195,3 +195,23 @@ def test_adaptive_varies_the_length_and_restores_the_drafts_cutoff(contexts):
     assert res.stats.generated_tokens == 64
     assert len({r.drafted for r in rounds}) > 1  # the length changed during the generation
     assert proposer.p_min == 0.0  # the loop's temporary cut-off is undone
+
+
+def test_best_prefix_explores_a_band_the_prior_turns_down_then_follows_the_evidence():
+    costly_first_row = lambda k: 7.8 if k == 1 else 7.8 + 6.1 + 2.3 * (k - 2)  # noqa: E731 - an F16 target
+    right, wrong = AdaptiveDraftController(16), AdaptiveDraftController(16)
+    for c, accepted in ((right, lambda n: n), (wrong, lambda n: 0)):
+        feed(c, 2, accept=lambda n: n, draft_ms=0.0, verify=costly_first_row)  # costs measured, no band yet
+        confidences = [0.45] * 6  # a weak-looking proposal: its band's prior (0.45) does not pay
+        verified = []
+        for _ in range(12):
+            n = c.best_prefix(confidences)
+            verified.append(n)
+            if n:
+                c.observe(asked=16, drafted=n, accepted=accepted(n), draft_seconds=0.0,
+                          verify_seconds=costly_first_row(n + 1) * MS, confidences=confidences[:n])
+        assert verified[0] > 0  # explored although the prior says no
+        if c is right:
+            assert verified[-1] >= 4  # measured to pay: verified at length
+        else:
+            assert verified[-1] == 0 and verified.count(0) >= 8  # measured to lose: no longer verified
