@@ -7,7 +7,9 @@ is almost as slow as the target wants none at all. The controller measures, duri
 * the **acceptance** α — the chance that the next guess is accepted given the previous ones were: counted
   as successes (accepted guesses) and failures (the one rejected guess that ended a round), with
   exponential forgetting (per guess: the last ~30 count) so it follows the text as it changes;
-* the **draft cost** of a round that guesses n tokens, per n (the proposer's own seconds);
+* the **draft cost** of a round that guesses n tokens, per n (the proposer's own seconds) — the first
+  rounds draft a short and then the longest length, so that the fixed part of a round (the draft reading
+  the tokens it has not seen) and the part per guess are told apart;
 * the **verify cost** of a batch of k tokens, per k — k = 1 is the plain step, which the controller
   measures first (its first round drafts nothing), since that is what drafting must beat.
 
@@ -17,8 +19,10 @@ other programs, never deflated.
 
 A round with n guesses emits on average E(n) = 1 + α + … + α^n = (1 − α^(n+1)) / (1 − α) tokens and costs
 T(n) = draft(n) + verify(n + 1); the controller picks the n in [0, max] with the highest E(n) / T(n) (the
-longest within 3 % of it: the optimum is flat, and fewer rounds mean less per-round overhead), and drafts
-only when that beats a plain step (n = 0) by more than 3 %, so a useless draft switches itself off. While
+longest within 3 % of it: the optimum is flat, and fewer rounds mean less per-round overhead), and starts
+drafting only when that beats a plain step (n = 0) by more than 3 % — and stops only when it loses by 3 %
+(switching on noise costs: the draft must read a whole plain stretch before it drafts again) — so a useless
+draft switches itself off. While
 it is off, a round drafts again now and then to notice when the text has become predictable: after 16
 plain steps, then twice as many after each probe that changed nothing (up to 256); a probe whose every
 guess was right is followed by another one at once. Where drafting could
@@ -29,11 +33,12 @@ that the draft model need not even read the next prompts.
 
 **Draft confidence.** The draft model's top-token probability says when its next guess is likely wrong.
 Each guessed position is recorded with that probability and whether the target accepted it; from these
-the controller learns, per probability band, how often guesses are accepted (starting from the confidence
-itself, as if it were a calibrated probability), and returns a cut-off: the
+the controller learns, per probability band, how often guesses are accepted, and returns a cut-off: the
 lowest probability at which one more guess is still worth its cost (acceptance × value of a token >
-marginal cost), never above 0.9, and only below the first band measured to pay (stopping ends the whole
-draft, including the likely guesses after the unsure one). The speculative loop hands it to the proposer, which stops at the first guess below it.
+marginal cost), never above 0.5, judged only on bands with enough evidence (stopping ends the whole draft,
+including the likely guesses after the unsure one, and a guess never drafted is never measured). Judging
+which guesses of a proposal to *verify* (`best_prefix`) starts instead from the confidence itself, as if it
+were a calibrated probability, and explores a band the prior turns down until it is measured. The speculative loop hands it to the proposer, which stops at the first guess below it.
 
 Only the draft length (and the draft's early stop) changes: the target still verifies every token, so
 greedy output stays token-identical to plain decoding.
@@ -50,12 +55,14 @@ __all__ = ["AdaptiveDraftController", "expected_tokens"]
 # confidence bands (upper edges) for the draft's top-token probability
 _BANDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 1.0 + 1e-9)
 # the cut-off never goes above this: stopping ends the whole draft, and with it the (often right) guesses
-# that would follow the unsure one — only a band measured to lose is ever cut
-_MAX_CUT = 0.9
+# that would follow the unsure one — and a guess that is never drafted is never measured
+_MAX_CUT = 0.5
 # weight, in guesses, of a band's prior acceptance (its confidence) against the guesses measured in it
 _BAND_PRIOR = 4.0
-# best_prefix verifies proposals of a band the prior turns down until this many of its guesses were measured
-_EXPLORE = 3.0
+# best_prefix verifies proposals of a band the prior turns down until this many of its guesses were measured —
+# bands from this confidence up (a weaker guess would mostly cost a verify row to learn that it is weak)
+_EXPLORE = 1.0
+_EXPLORE_FROM = 0.6
 
 
 def expected_tokens(alpha: float, n: int) -> float:
@@ -205,6 +212,10 @@ class AdaptiveDraftController:
             self._n = 0  # measure the plain step first: it is what drafting has to beat
         elif not self._draft:
             self._n = self._n_start  # measure a drafting round
+        elif len(self._draft) < 2 and self.n_cap > self._n_start and self.n_cap not in self._draft:
+            # and one of the longest: a round's drafting has a fixed part (the draft reads what it missed) and
+            # a part per guess, which two lengths tell apart
+            self._n = self.n_cap
         elif judged_per_guess and self.draft_cost(1) < 0.02 * (self.verify_cost(1) or 0.0):
             self._n = self.n_cap
         else:
@@ -212,29 +223,30 @@ class AdaptiveDraftController:
         self.history.append(self._n)
         return self._n
 
-    def best_prefix(self, confidences: Sequence[float]) -> int:
+    def best_prefix(self, confidences: Sequence[float], spent: float = 0.0) -> int:
         """How many of a proposal's guesses to verify (0: none), from their confidences and the costs.
 
         Each confidence becomes a chance of acceptance through its band (measured, starting from the
-        confidence itself); the prefix with the most expected tokens per second of verifying wins, if it beats
-        a plain step by the margin — or, while a band has hardly been measured, its best prefix anyway (so
-        that the prior is corrected by evidence). The guesses themselves are already paid for.
+        confidence itself); the prefix with the most expected tokens per second of the round — `spent`
+        seconds of drafting, already paid, plus verifying — wins, if it beats verifying none by the margin;
+        while a band has hardly been measured, its best prefix is verified anyway (so that the prior is
+        corrected by evidence).
         """
         v1 = self.verify_cost(1)
         if v1 is None or not confidences:
             return len(confidences)
-        best_n, best_rate = 0, (1.0 + self.flat) / v1
+        best_n, best_rate = 0, (1.0 + self.flat) / (spent + v1)
         try_n, try_rate = 1, 0.0  # the best length of all, for a guess whose band is still unexplored
         expected, chance = 1.0, 1.0
         for n, c in enumerate(confidences, 1):
             chance *= self._band_rate(_band(c))
             expected += chance
-            rate = expected / (self.verify_cost(n + 1) or v1)
+            rate = expected / (spent + (self.verify_cost(n + 1) or v1))
             if rate > best_rate:
                 best_n, best_rate = n, rate
             if rate > try_rate:
                 try_n, try_rate = n, rate
-        if best_n == 0 and self._band_tried[_band(confidences[0])] < _EXPLORE:
+        if best_n == 0 and confidences[0] >= _EXPLORE_FROM and self._band_tried[_band(confidences[0])] < _EXPLORE:
             # a band the prior alone turns down: verify a few of its proposals, so what it is really worth
             # gets measured (verifying nothing would never teach anything)
             best_n = try_n
@@ -254,8 +266,12 @@ class AdaptiveDraftController:
         # the optimum is usually flat: the longest length within `flat` of the best (fewer rounds, so less of
         # the per-round overhead the model leaves out)
         drafting_n = max(n for n, r in rates.items() if r >= best * (1.0 - self.flat))
-        # drafting has to beat the plain step clearly: a tie goes to plain decoding, which is never slower
-        if self.n_min > 0 or best > self.rate(0) * (1.0 + self.flat):
+        # drafting has to beat the plain step clearly to start (a tie goes to plain decoding, which is never
+        # slower), and to lose clearly to stop: switching back and forth on noise costs, as the draft has to
+        # read every token of a plain stretch before it drafts again
+        drafting_now = self._n > 0 and self._plain_streak == 0
+        bar = self.rate(0) * (1.0 - self.flat if drafting_now else 1.0 + self.flat)
+        if self.n_min > 0 or best > bar:
             self._plain_streak = 0
             self._probe_after = self.PROBE_FIRST
             return drafting_n
@@ -295,9 +311,10 @@ class AdaptiveDraftController:
         for i, hi in enumerate(_BANDS):
             if hi > _MAX_CUT + 1e-9:
                 break  # a guess the draft is this sure of is never cut
-            # the band's acceptance: what was measured, starting from the confidence itself (as if it were a
-            # calibrated probability) until enough guesses say otherwise
-            if self._band_rate(i) >= need:
+            tried = self._band_tried[i]
+            if tried < 8.0:
+                continue  # not enough evidence about this band: a guess never drafted is never measured
+            if self._band_acc[i] / tried >= need:
                 break  # guesses this sure pay off: cut no higher
             cut = hi  # guesses in this band (and below) lose time on average
         return cut
@@ -311,10 +328,15 @@ class AdaptiveDraftController:
         draft_seconds: float,
         verify_seconds: float,
         confidences: Sequence[float] = (),
+        verified: int | None = None,
     ) -> None:
-        """Record a finished round: `asked` = the length allowed, `drafted` guessed, `accepted` kept."""
+        """Record a finished round: `asked` = the length allowed, `drafted` guessed (what `draft_seconds`
+        paid for), `verified` of them checked by the target (default: all; fewer when `best_prefix` cut the
+        proposal), `accepted` kept."""
         self._rounds += 1
         self._fitted = None
+        paid_for = drafted
+        drafted = paid_for if verified is None else verified
         if self._probing and drafted > 0 and accepted == drafted:
             # the probe was right all along: the text may have become predictable, probe again at once
             self._probe_after = self.PROBE_FIRST
@@ -332,9 +354,9 @@ class AdaptiveDraftController:
             self._fail.add(rejected, d)
         # draft costs. Skipped: a round after a plain step (the draft catches up on the tokens it missed: not
         # the price of a round that follows a drafting one)
-        if not caught_up and drafted > 0 and draft_seconds >= 0.0:
-            self._draft[drafted] = _track(self._draft.get(drafted), draft_seconds)
-        elif not self._draft and drafted == 0 and asked > 0:
+        if not caught_up and paid_for > 0 and draft_seconds >= 0.0:
+            self._draft[paid_for] = _track(self._draft.get(paid_for), draft_seconds)
+        elif not self._draft and paid_for == 0 and asked > 0:
             # prompt lookup found nothing: proposing itself is (nearly) free
             self._draft[1] = max(draft_seconds, 0.0)
         if verify_seconds > 0.0:

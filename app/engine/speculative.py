@@ -339,6 +339,7 @@ def generate(
                 break
             # -- propose --------------------------------------------------------------------------
             draft: list[int] = []
+            n_paid = 0
             source = ""
             confidences: Sequence[float] = ()
             n_max = 0
@@ -354,8 +355,10 @@ def generate(
                         stop_reason = "cancelled"
                         break
                     draft = proposal.tokens
+                    n_paid = len(draft)  # what the proposer drafted (and its time paid for)
                     if learn_cutoff and proposal.confidences:
-                        del draft[controller.best_prefix(proposal.confidences[: len(draft)]) :]
+                        spent = proposer.seconds - draft_t0
+                        del draft[controller.best_prefix(proposal.confidences[: len(draft)], spent) :]
                     source = proposal.source or proposer.name
                     confidences = proposal.confidences or ()
                     for i, t in enumerate(draft):
@@ -395,7 +398,8 @@ def generate(
             if controller is not None:
                 controller.observe(
                     asked=n_max,
-                    drafted=len(draft),
+                    drafted=n_paid,
+                    verified=len(draft),
                     accepted=n_acc,
                     draft_seconds=proposer.seconds - draft_t0,
                     verify_seconds=verify_seconds,

@@ -92,19 +92,10 @@ def test_learns_a_confidence_cutoff_from_the_drafts_top_probabilities():
     cut = c.confidence_cutoff()
     assert 0.3 < cut <= 0.6
 
-    # a draft whose unsure guesses are right anyway: they are not cut (only bands never seen, by their prior)
+    # a draft whose unsure guesses are right anyway: no cut
     c2 = AdaptiveDraftController(8, n_start=6)
     feed(c2, 40, accept=lambda n: n, draft_ms=3.0, verify=lambda k: 15 + 4 * k, probs=probs)
-    assert c2.confidence_cutoff() <= 0.3
-
-
-def test_before_any_evidence_a_confidence_counts_as_its_probability():
-    """Where a first guess costs most of a plain step (a CPU batch), weak guesses are cut from the start."""
-    costly, cheap = AdaptiveDraftController(8), AdaptiveDraftController(8)
-    feed(costly, 3, accept=lambda n: n, draft_ms=0.0, verify=lambda k: 7.8 if k == 1 else 7.8 + 6.1 + 2.3 * (k - 2))
-    feed(cheap, 3, accept=lambda n: n, draft_ms=0.0, verify=lambda k: 14.6 + 1.25 * (k - 1))
-    assert costly.confidence_cutoff() >= 0.7  # a first guess needs about 6.1 / 7.8 = 0.78 to pay
-    assert cheap.confidence_cutoff() <= 0.1
+    assert c2.confidence_cutoff() == 0.0
 
 
 def test_measures_the_plain_step_first():
@@ -123,7 +114,7 @@ def test_switches_off_for_good_where_drafting_loses_even_with_every_guess_accept
     chosen = feed(c, 200, accept=lambda n: n, draft_ms=5.8, verify=F16_VERIFY)
     assert c.hopeless and not c.drafting_expected
     assert all(n == 0 for n in chosen[4:]), chosen[:12]  # no probes: the text cannot make it pay
-    assert sum(chosen) <= 8
+    assert chosen[:4] == [0, 4, 4, 8]  # the plain step, then two lengths of drafting measured, then off
 
 
 def test_stays_at_the_cap_where_drafting_wins():
@@ -202,7 +193,7 @@ def test_best_prefix_explores_a_band_the_prior_turns_down_then_follows_the_evide
     right, wrong = AdaptiveDraftController(16), AdaptiveDraftController(16)
     for c, accepted in ((right, lambda n: n), (wrong, lambda n: 0)):
         feed(c, 2, accept=lambda n: n, draft_ms=0.0, verify=costly_first_row)  # costs measured, no band yet
-        confidences = [0.45] * 6  # a weak-looking proposal: its band's prior (0.45) does not pay
+        confidences = [0.65] * 6  # a middling proposal: its band's prior (0.7) does not pay for a costly row
         verified = []
         for _ in range(12):
             n = c.best_prefix(confidences)
@@ -214,4 +205,4 @@ def test_best_prefix_explores_a_band_the_prior_turns_down_then_follows_the_evide
         if c is right:
             assert verified[-1] >= 4  # measured to pay: verified at length
         else:
-            assert verified[-1] == 0 and verified.count(0) >= 8  # measured to lose: no longer verified
+            assert verified[-1] == 0 and verified.count(0) >= 10  # measured to lose: no longer verified
