@@ -96,3 +96,19 @@ def test_spec_collects_llama_cpp_lib():
 def test_entry_script_runs_the_cli():
     text = (ROOT / "packaging" / "tandem_entry.py").read_text()
     assert "from app.cli import main" in text and "sys.exit(main())" in text
+
+
+def test_spec_collects_the_package_data_the_app_reads_at_run_time():
+    """Every package-data entry of pyproject.toml is collected by the spec (e.g. the benchmark's prompts)."""
+    import tomllib
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"
+    ]
+    collected = {
+        n.args[0].value
+        for n in ast.walk(_tree())
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "collect_data_files" and n.args
+        and isinstance(n.args[0], ast.Constant)
+    }
+    assert set(package_data) <= collected, set(package_data) - collected

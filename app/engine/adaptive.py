@@ -216,12 +216,17 @@ class AdaptiveDraftController:
             # and one of the longest: a round's drafting has a fixed part (the draft reads what it missed) and
             # a part per guess, which two lengths tell apart
             self._n = self.n_cap
-        elif judged_per_guess and self.draft_cost(1) < 0.02 * (self.verify_cost(1) or 0.0):
+        elif judged_per_guess and self.drafting_is_free:
             self._n = self.n_cap
         else:
             self._n = self._choose()
         self.history.append(self._n)
         return self._n
+
+    @property
+    def drafting_is_free(self) -> bool:
+        """A guess costs next to nothing to make (under 2 % of a plain step): no draft model."""
+        return bool(self._draft) and self.draft_cost(1) < 0.02 * (self.verify_cost(1) or 0.0)
 
     def best_prefix(self, confidences: Sequence[float], spent: float = 0.0) -> int:
         """How many of a proposal's guesses to verify (0: none), from their confidences and the costs.

@@ -356,7 +356,9 @@ def generate(
                         break
                     draft = proposal.tokens
                     n_paid = len(draft)  # what the proposer drafted (and its time paid for)
-                    if learn_cutoff and proposal.confidences:
+                    if learn_cutoff and proposal.confidences and controller.drafting_is_free:
+                        # free guesses are judged one by one; a draft model's are verified as drafted (it
+                        # already stopped at its confidence cut-off, and its time is spent)
                         spent = proposer.seconds - draft_t0
                         del draft[controller.best_prefix(proposal.confidences[: len(draft)], spent) :]
                     source = proposal.source or proposer.name
