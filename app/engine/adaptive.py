@@ -362,7 +362,7 @@ class AdaptiveDraftController:
         if not caught_up and paid_for > 0 and draft_seconds >= 0.0:
             self._draft[paid_for] = _track(self._draft.get(paid_for), draft_seconds)
         elif not self._draft and paid_for == 0 and asked > 0:
-            # prompt lookup found nothing: proposing itself is (nearly) free
+            # the history found nothing: proposing itself is (nearly) free
             self._draft[1] = max(draft_seconds, 0.0)
         if verify_seconds > 0.0:
             k = drafted + 1

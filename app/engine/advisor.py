@@ -61,7 +61,7 @@ def advise(
         all_cpu = (target_gpu_layers == 0 and draft_gpu_layers == 0) or not (has_gpu and gpu_offload_supported)
         if all_cpu:
             out.append(Advice("warning", "Everything runs on the CPU: draft-model speculation rarely helps there "
-                                         "(both models compete for the same memory bandwidth). Try prompt lookup, "
+                                         "(both models compete for the same memory bandwidth). Try the chat history, "
                                          "or turn speculation off — run the benchmark to see what wins here."))
     if draft_source == sources.DRAFT_MODEL and draft is None:
         out.append(Advice("info", "Choose a draft model: a small model of the same family (same tokenizer)."))
@@ -77,10 +77,11 @@ def advise(
             out.append(Advice("warning", f"Not enough RAM: the plan needs {format_memory(estimate.cpu_bytes)}, "
                                          f"{format_memory(available_ram)} are available. Two models need memory "
                                          "for both plus both KV caches — lower the context length."))
-    if draft_source != "off" and max_tokens is not None and max_tokens < 32:
+    if draft_source != sources.OFF and max_tokens is not None and max_tokens < 32:
         out.append(Advice("info", "Short replies gain little from speculation: the prompt and the first token "
                                   "cost the same either way."))
     if draft_source == sources.HISTORY:
-        out.append(Advice("info", "Prompt lookup shines when the reply repeats the prompt: edits, rewrites, code "
-                                  "changes, extraction. On free prose it rarely finds a match (and costs ~nothing)."))
+        out.append(Advice("info", "Drafting from the chat history shines when the reply repeats text: code you "
+                                  "iterate on, edits, quotes, a question asked again. On free prose it rarely "
+                                  "finds a match (and costs ~nothing)."))
     return out

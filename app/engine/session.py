@@ -1,6 +1,6 @@
 """The engine facade the CLI and the worker thread drive: load models, pick a proposer, chat.
 
-`Engine` owns the target model and context, and the draft (model + context, or prompt lookup). It never
+`Engine` owns the target model and context, and the draft (model + context, or drafting from the chat history). It never
 loads a draft that is not tokenizer-compatible with the target. `ChatSession` renders a conversation with
 the model's own chat template and generates replies, reusing the KV cache of the previous turns in both
 contexts so a new turn processes only its new tokens.

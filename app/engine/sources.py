@@ -10,12 +10,14 @@ Settings stored before the history drafter existed say "prompt-lookup": `normali
 
 from __future__ import annotations
 
-__all__ = ["OFF", "DRAFT_MODEL", "HISTORY", "DRAFT_SOURCES", "normalize_source"]
+__all__ = ["OFF", "DRAFT_MODEL", "HISTORY", "DRAFT_SOURCES", "LABELS", "normalize_source"]
 
 OFF = "off"
 DRAFT_MODEL = "draft-model"
 HISTORY = "history"
 DRAFT_SOURCES = (OFF, DRAFT_MODEL, HISTORY)
+#: how the app names them
+LABELS = {OFF: "Off", DRAFT_MODEL: "Draft model", HISTORY: "This chat + past chats (no draft model)"}
 _LEGACY = {"prompt-lookup": HISTORY}
 
 

@@ -12,7 +12,7 @@ to that connection's thread. Values are stored as JSON, so anything ``json.dumps
   re-converted file (different size) starts fresh. Two different files with the same name and
   the same byte size would share settings; for split GGUF files the first part names the model.
 * **Pair presets** (a dict per target+draft pair, e.g. the benchmark's best ``draft_max``):
-  keyed by the two models' :func:`model_key`; a target with prompt lookup (no draft model) uses
+  keyed by the two models' :func:`model_key`; a target drafting from the chat history (no draft model) uses
   :data:`HISTORY_KEY` as its draft key.
 
 A stored value that no longer parses as JSON is treated as absent (its default applies).
@@ -33,7 +33,7 @@ from app.engine.session import ModelSettings
 
 __all__ = ["DEFAULT_APP_SETTINGS", "HISTORY_KEY", "SettingsStore", "model_key"]
 
-#: The draft key of a target's pair preset with prompt lookup (no draft model; never a model_key: no colon).
+#: The draft key of a target's pair preset drafting from the chat history (no draft model; never a model_key: no colon).
 HISTORY_KEY = sources.HISTORY
 
 #: Defaults of the app settings (the one table: the window and the settings dialog read it through the store).

@@ -347,11 +347,11 @@ class BenchmarkDialog(QDialog):
             self.source_label.setText(f"draft model {name}")
             self.source.hide()
         elif t.speculation == sources.HISTORY:
-            self.source_label.setText("prompt lookup (no second model)")
+            self.source_label.setText(sources.LABELS[sources.HISTORY])
             self.source.hide()
         else:
             self.source_label.setText("Off now. Measure it with:")
-            self.source.addItem("Prompt lookup (no second model)", sources.HISTORY)
+            self.source.addItem(sources.LABELS[sources.HISTORY], sources.HISTORY)
             if t.draft is not None and Path(t.draft.path).exists():
                 self.source.addItem(f"Draft model {Path(t.draft.path).name} (loaded for the benchmark)", sources.DRAFT_MODEL)
             self.source.show()
@@ -416,7 +416,7 @@ class BenchmarkDialog(QDialog):
         if t.speculation == "off":
             source = self.source.currentData()
             if source is None:
-                self._set_status("Choose what to benchmark: prompt lookup or a draft model.", error=True)
+                self._set_status("Choose what to benchmark: the chat history or a draft model.", error=True)
                 return False
             draft = t.draft if source == sources.DRAFT_MODEL else None
         options = bench.BenchOptions(

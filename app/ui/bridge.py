@@ -262,7 +262,7 @@ class EngineWorker(QObject):
                 temporary = True
                 current = request.source
             if request.autotune and current == sources.OFF:
-                raise bench.BenchError("auto-tune needs speculation: choose prompt lookup or a draft model")
+                raise bench.BenchError("auto-tune needs speculation: choose the chat history or a draft model")
             target = engine.target
             options = replace(
                 request.options, model=target.settings.path,

@@ -412,7 +412,7 @@ class MainWindow(QMainWindow):
     # -- settings ---------------------------------------------------------------------------------------
     def _panel_changed(self) -> None:
         if self._pair_keys() != self._last_pair_keys:
-            # another draft (or prompt lookup) was chosen: its own remembered settings, not the last pair's
+            # another draft (or the chat history) was chosen: its own remembered settings, not the last pair's
             self._apply_pair_settings()
         if self.target_info is not None:
             self.bridge.set_spec(self.panel.values().spec())

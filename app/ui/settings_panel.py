@@ -42,11 +42,7 @@ from app.ui.memory_bar import MemoryBar
 
 __all__ = ["PanelValues", "SettingsPanel", "DraftChoice"]
 
-_SOURCE_LABELS = {
-    sources.OFF: "Off",
-    sources.DRAFT_MODEL: "Draft model",
-    sources.HISTORY: "This chat + past chats (no draft model)",
-}
+_SOURCE_LABELS = sources.LABELS
 _LAYERS_ROLE = Qt.ItemDataRole.UserRole + 1
 
 _LOAD = ModelSettings(Path())

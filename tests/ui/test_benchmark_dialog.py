@@ -301,7 +301,7 @@ def test_bad_draft_lengths_and_broken_prompt_files_give_inline_errors(qtbot, bri
         defaults.repeats, defaults.max_tokens, defaults.adaptive)
     assert [d.mode.itemData(i) for i in range(d.mode.count())] == [*bench.AUTOTUNE_MODES, "custom"]
     assert f"at most {bench.QUICK_MAX_TOKENS} tokens" in d.mode_hint.text()
-    # speculation is off: choose what to measure (no draft chosen: prompt lookup only)
+    # speculation is off: choose what to measure (no draft chosen: the chat history only)
     assert not d.source.isHidden() and [d.source.itemData(i) for i in range(d.source.count())] == ["history"]
     d.set_mode("custom")
     for text, needle in (("1,x", "'x' is not a whole number"), ("0,2", "between 1 and 32"), ("40", "between 1 and 32"),

@@ -245,7 +245,7 @@ def test_each_draft_source_keeps_its_own_settings(qtbot, env):
     w.panel.draft_max.setValue(3)
     w.panel.adaptive.setChecked(False)
     w._save_model_settings()
-    # prompt lookup on this target has nothing remembered yet: its measured defaults, not the draft's values
+    # drafting from history on this target has nothing remembered yet: its measured defaults, not the draft's values
     w.panel.source.setCurrentIndex(w.panel.source.findData("history"))
     assert w.panel.values().spec() == spec_defaults("history")
     w.panel.draft_max.setValue(12)

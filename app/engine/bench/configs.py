@@ -81,7 +81,7 @@ class BenchOptions:
 
     def validate(self) -> None:
         if self.draft is not None and self.prompt_lookup:
-            raise BenchError("choose a draft model or prompt lookup, not both")
+            raise BenchError("choose a draft model or the chat history (--prompt-lookup), not both")
         if not (1 <= self.repeats <= 100):
             raise BenchError(f"repeats must be between 1 and 100, got {self.repeats}")
         if not (1 <= self.max_tokens <= 65536):
