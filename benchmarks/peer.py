@@ -211,6 +211,22 @@ class TandemSide:
         self.engine.close()
 
 
+def print_footer(identical: bool, load0: tuple[float, ...], load1: tuple[float, ...], t_start: float) -> None:
+    """The closing lines of a comparison: token identity, the load average around it, the wall time."""
+    print(f"greedy output of every Tandem run token-identical to Tandem plain: {'yes' if identical else 'NO'}")
+    print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f}; {time.time() - t_start:.0f} s")
+
+
+def strip_runs(results: dict, *keys: str) -> None:
+    """Drop the bulky per-run fields (texts, token ids) before the measurements are written as JSON."""
+    for by_side in results.values():
+        for vals in by_side.values():
+            for v in vals:
+                if isinstance(v, dict):
+                    for k in keys:
+                        v.pop(k, None)
+
+
 def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -417,18 +433,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Tandem adaptive: {tps('adaptive', 'tandem'):.1f} tok/s (best {best('adaptive', 'tandem'):.1f}), "
               f"acceptance {field('adaptive', 'tandem', 'acceptance'):.0%}, draft calls per token "
               f"{field('adaptive', 'tandem', 'draft_decodes_per_token'):.2f}")
-    print(f"greedy output of every Tandem run token-identical to Tandem plain: {'yes' if identical else 'NO'}")
     errors = [e for r in results.values() for e in r.get("error", [])]
     for e in sorted(set(errors)):
         print(f"error: {e}")
-    print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f}; {time.time() - t_start:.0f} s")
+    print_footer(identical, load0, load1, t_start)
     if args.json:
-        for r in results.values():
-            for vals in r.values():
-                for v in vals:
-                    if isinstance(v, dict):
-                        v.pop("text", None)
-                        v.pop("token_ids", None)
+        strip_runs(results, "text", "token_ids")
         Path(args.json).write_text(json.dumps({
             "target": str(target), "draft": str(draft) if draft else None, "threads": args.threads, "n": args.n,
             "peer_repack": repack, "load_average": [load0, load1], "identical": identical, "results": results,

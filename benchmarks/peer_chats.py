@@ -169,13 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     print("llama.cpp per mode, all chats (tok/s): " + ", ".join(
         f"{s.split()[-1]} {cat_tps([c.id for c in chats], s):.1f}" for s in peer_sides
         if all(s in results[c.id] for c in chats)))
-    print(f"greedy output of every Tandem run token-identical to Tandem plain: {'yes' if identical else 'NO'}")
-    print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f}; {time.time() - t0:.0f} s")
+    peer.print_footer(identical, load0, load1, t0)
     if args.json:
-        for r in results.values():
-            for vals in r.values():
-                for v in vals:
-                    v.pop("ids", None)
+        peer.strip_runs(results, "ids")
         Path(args.json).write_text(json.dumps({"target": str(target), "n": args.n, "threads": args.threads,
                                                "identical": identical, "results": results}, indent=2) + "\n")
     return 0 if identical else 1
