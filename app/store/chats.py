@@ -19,6 +19,12 @@ After a crash the message is still ``'streaming'``. The app calls
 connection: a second connection would otherwise mark a live stream as stopped); it marks such
 messages ``'stopped'`` and keeps their text.
 
+Copies
+------
+:meth:`ChatStore.add_conversation` writes a whole conversation in one transaction (an imported chat, see
+:mod:`app.store.chat_export`); :meth:`ChatStore.branch_conversation` copies a conversation up to one of its
+messages into a new one. Neither touches an existing conversation: nothing the user wrote is lost.
+
 Draft masks
 -----------
 ``StoredMessage.draft_mask`` records which characters of the content came from accepted draft
@@ -46,7 +52,9 @@ __all__ = [
     "TITLE_MAX_CHARS",
     "Conversation",
     "ChatStore",
+    "BRANCH_SUFFIX",
     "DraftMaskBuilder",
+    "MessageData",
     "MessageStatus",
     "ReplyWriter",
     "StoredMessage",
@@ -61,6 +69,7 @@ STATUSES: frozenset[str] = frozenset(get_args(MessageStatus))
 ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
 TITLE_MAX_CHARS = 40
 DEFAULT_FLUSH_INTERVAL = 0.5
+BRANCH_SUFFIX = " (branch)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,19 @@ class Conversation:
     model_path: str | None
     draft_path: str | None
     settings_json: str | None
+    pinned: bool = False  # pinned conversations are listed first
+
+
+@dataclass(frozen=True, slots=True)
+class MessageData:
+    """A message to write into a new conversation (:meth:`ChatStore.add_conversation`)."""
+
+    role: str
+    content: str
+    status: MessageStatus = "complete"
+    stats_json: str | None = None
+    draft_mask: str | None = None
+    created_at: float | None = None  # None: now
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +111,8 @@ class StoredMessage:
     updated_at: float
 
 
-_CONV_COLS = "id, title, system_prompt, created_at, updated_at, model_path, draft_path, settings_json"
+_CONV_COLS = "id, title, system_prompt, created_at, updated_at, model_path, draft_path, settings_json, pinned"
+_CONV_ORDER = "pinned DESC, updated_at DESC, id DESC"
 _MSG_COLS = (
     "id, conversation_id, position, role, content, status, stats_json, draft_mask, created_at, updated_at"
 )
@@ -197,6 +220,10 @@ def _fold(value: object) -> object:
     return value.casefold() if isinstance(value, str) else value
 
 
+def _conversation_row(row: tuple) -> Conversation:
+    return Conversation(*row[:-1], pinned=bool(row[-1]))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the store
 
@@ -233,29 +260,29 @@ class ChatStore:
         row = self.conn.execute(
             f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?", (conversation_id,)
         ).fetchone()
-        return Conversation(*row) if row else None
+        return _conversation_row(row) if row else None
 
     def list_conversations(self, limit: int | None = None) -> list[Conversation]:
-        """All conversations, most recently updated first."""
+        """All conversations: pinned ones first, then the most recently updated first."""
         rows = self.conn.execute(
-            f"SELECT {_CONV_COLS} FROM conversations ORDER BY updated_at DESC, id DESC LIMIT ?",
+            f"SELECT {_CONV_COLS} FROM conversations ORDER BY {_CONV_ORDER} LIMIT ?",
             (-1 if limit is None else limit,),
         ).fetchall()
-        return [Conversation(*r) for r in rows]
+        return [_conversation_row(r) for r in rows]
 
     def search_conversations(self, query: str, limit: int | None = None) -> list[Conversation]:
         """Conversations whose title or any message contains ``query`` (case-insensitive, literal:
-        ``%`` and ``_`` match themselves), most recently updated first. "" matches all."""
+        ``%`` and ``_`` match themselves), in the order of :meth:`list_conversations`. "" matches all."""
         pattern = _like_pattern(query)
         rows = self.conn.execute(
             f"SELECT {_CONV_COLS} FROM conversations AS c"
             " WHERE tandem_fold(c.title) LIKE :p ESCAPE '\\'"
             "    OR EXISTS (SELECT 1 FROM messages AS m WHERE m.conversation_id = c.id"
             "               AND tandem_fold(m.content) LIKE :p ESCAPE '\\')"
-            " ORDER BY c.updated_at DESC, c.id DESC LIMIT :limit",
+            f" ORDER BY {_CONV_ORDER} LIMIT :limit",
             {"p": pattern, "limit": -1 if limit is None else limit},
         ).fetchall()
-        return [Conversation(*r) for r in rows]
+        return [_conversation_row(r) for r in rows]
 
     def rename_conversation(self, conversation_id: int, title: str) -> Conversation:
         return self._update_conversation(conversation_id, title=title)
@@ -270,6 +297,69 @@ class ChatStore:
 
     def set_conversation_settings(self, conversation_id: int, settings_json: str | None) -> Conversation:
         return self._update_conversation(conversation_id, settings_json=settings_json)
+
+    def set_pinned(self, conversation_id: int, pinned: bool) -> Conversation:
+        """Pin (listed first) or unpin a conversation; its "last changed" time stays as it was."""
+        cur = self.conn.execute(
+            "UPDATE conversations SET pinned = ? WHERE id = ?", (int(bool(pinned)), conversation_id)
+        )
+        if cur.rowcount == 0:
+            raise KeyError(f"no conversation {conversation_id}")
+        return self._conversation(conversation_id)
+
+    def add_conversation(
+        self,
+        title: str,
+        system_prompt: str,
+        messages: Iterable[MessageData],
+        *,
+        model_path: str | None = None,
+        draft_path: str | None = None,
+        settings_json: str | None = None,
+    ) -> Conversation:
+        """A new conversation holding ``messages`` in order, written in one transaction (all or nothing).
+
+        A ``'streaming'`` message is stored as ``'stopped'``: nothing streams into a copy. Raises
+        ``ValueError`` for an unknown role or status (and writes nothing)."""
+        items = list(messages)
+        for m in items:
+            _check_role(m.role)
+            _check_status(m.status)
+        now = self._now()
+        with transaction(self.conn):
+            cur = self.conn.execute(
+                "INSERT INTO conversations (title, system_prompt, created_at, updated_at, model_path, draft_path,"
+                " settings_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (title, system_prompt, now, now, model_path, draft_path, settings_json),
+            )
+            cid = int(cur.lastrowid or 0)
+            self.conn.executemany(
+                "INSERT INTO messages (conversation_id, position, role, content, status, stats_json,"
+                " draft_mask, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (cid, i, m.role, m.content, "stopped" if m.status == "streaming" else m.status, m.stats_json,
+                     m.draft_mask, now if m.created_at is None else m.created_at, now)
+                    for i, m in enumerate(items)
+                ],
+            )
+        return self._conversation(cid)
+
+    def branch_conversation(self, conversation_id: int, through_message_id: int) -> Conversation:
+        """A copy of the conversation up to and including one of its messages (title + " (branch)"); the
+        original is unchanged. ``KeyError`` when the message is not in that conversation."""
+        conv = self._conversation(conversation_id)
+        messages = self.get_messages(conversation_id)
+        last = next((m for m in messages if m.id == through_message_id), None)
+        if last is None:
+            raise KeyError(f"no message {through_message_id} in conversation {conversation_id}")
+        kept = [m for m in messages if m.position <= last.position]
+        first_user = next((m.content for m in kept if m.role == "user"), "")
+        title = (conv.title or make_title(first_user)) + BRANCH_SUFFIX
+        return self.add_conversation(
+            title, conv.system_prompt,
+            [MessageData(m.role, m.content, m.status, m.stats_json, m.draft_mask, m.created_at) for m in kept],
+            model_path=conv.model_path, draft_path=conv.draft_path, settings_json=conv.settings_json,
+        )
 
     def delete_conversation(self, conversation_id: int) -> bool:
         """Delete a conversation and its messages; False when there was none."""

@@ -161,8 +161,11 @@ _V2: tuple[str, ...] = (
     """,
 )
 
+# Version 3: pinned conversations (listed first).
+_V3: tuple[str, ...] = ("ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",)
+
 #: Step ``i`` migrates version ``i`` to ``i + 1``. Append only; never edit a released step.
-MIGRATIONS: list[Migration] = [_V1, _V2]
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3]
 #: The schema version this code writes.
 SCHEMA_VERSION = len(MIGRATIONS)
 
