@@ -30,7 +30,26 @@ def create_main_window(db_path: Path | None = None):
     return MainWindow(chats, settings, library, extra_folders=extra)
 
 
+def _has_application() -> bool:
+    from PySide6.QtCore import QCoreApplication
+
+    return QCoreApplication.instance() is not None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from app.ui.platform_check import check_display
+
+    if not _has_application():
+        # before Qt: a missing xcb library would otherwise abort the process with no name to install
+        verdict = check_display()
+        if verdict.message:
+            print(verdict.message, file=sys.stderr)
+        if not verdict.ok:
+            return 1
+        if verdict.platform:
+            os.environ["QT_QPA_PLATFORM"] = verdict.platform
     from PySide6.QtGui import QGuiApplication, QIcon
     from PySide6.QtWidgets import QApplication, QMessageBox
 
