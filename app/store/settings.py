@@ -44,6 +44,8 @@ DEFAULT_APP_SETTINGS: Mapping[str, Any] = {
     "threads": 0,  # 0 = automatic
     "highlight_draft_tokens": False,  # shade text that came from accepted draft guesses
     "remember_past_chats": True,  # draft from past chats (kept on this computer, per tokenizer family)
+    "load_last_model": True,  # at start, load the model used last (on the first run: the bundled demo model)
+    "preset": "",  # the preset chosen last in the model bar ("" = none)
 }
 
 _MISSING: Any = object()

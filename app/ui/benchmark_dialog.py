@@ -148,11 +148,17 @@ class BenchmarkDialog(QDialog):
         settings: SettingsStore,
         target: Callable[[], BenchTarget | None],
         parent: QWidget | None = None,
+        *,
+        embedded: bool = False,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Benchmark")
         self.setModal(False)
-        self.resize(1000, 860)
+        self._embedded = embedded  # a page of the main window, not a window of its own
+        if embedded:
+            self.setWindowFlags(Qt.WindowType.Widget)
+        else:
+            self.resize(1000, 860)
         self.bridge = bridge
         self.settings = settings
         self.target = target
@@ -718,9 +724,10 @@ class BenchmarkDialog(QDialog):
             self.refresh_target()
 
     def reject(self) -> None:
-        """Closing (Esc, the window's close button) cancels a running benchmark."""
+        """Closing (Esc, the window's close button) cancels a running benchmark; a page stays shown."""
         self.cancel()
-        super().reject()
+        if not self._embedded:
+            super().reject()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.cancel()

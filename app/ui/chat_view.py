@@ -13,6 +13,11 @@ stays in the input box. When the engine fails before writing anything (e.g. the 
 context), the message is put back into the (empty) input box; sending again from there replaces that
 failed turn instead of repeating it.
 
+Each action has one place: Send turns into Stop while a reply runs (Esc too), Regenerate sits on the last reply,
+Edit and Branch on each message, Copy on each message and each code block.
+
+Searching the conversation list (titles and messages) also marks the matches in the open conversation.
+
 Switching conversations while a reply streams is allowed: the reply keeps being saved to its own
 conversation (and reappears, still streaming, when that conversation is opened again). Only one reply runs
 at a time, so Send turns into Stop until it ends, whichever conversation is shown.
@@ -25,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QKeyEvent, QPalette, QTextCursor
+from PySide6.QtGui import QFont, QGuiApplication, QKeyEvent, QPalette, QTextCursor
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -46,13 +51,14 @@ from app.store.chats import ChatStore, ReplyWriter
 from app.store.db import StoreError
 from app.ui.bridge import EngineBridge, GenerateRequest
 from app.ui.conversation_list import UNTITLED, ConversationList
-from app.ui.message_view import MessageView, error_color, muted_color, stats_json
+from app.ui.message_view import MessageView, draft_color, error_color, muted_color, stats_json
 
-__all__ = ["ChatView", "Composer", "FLUSH_INTERVAL_MS", "NO_MODEL_HINT"]
+__all__ = ["ChatView", "Composer", "FLUSH_INTERVAL_MS", "NO_MODEL_HINT", "DRAFT_LEGEND"]
 
 FLUSH_INTERVAL_MS = 250
 SYSTEM_PROMPT_SAVE_MS = 500
 NO_MODEL_HINT = "Load a model first"
+DRAFT_LEGEND = "accepted draft tokens"
 
 RequestSettings = Callable[[], tuple[SamplingParams, int]]
 
@@ -137,6 +143,8 @@ class ChatView(QWidget):
         self.conversation_list.conversationSelected.connect(self._on_conversation_selected)
         self.conversation_list.conversationDeleted.connect(self._on_conversation_deleted)
         self.conversation_list.conversationRenamed.connect(self._on_conversation_renamed)
+        self.conversation_list.notice.connect(lambda text, error: self._show_notice(text, error=error))
+        self.conversation_list.search_box.textChanged.connect(lambda _t: self._search_timer.start())
 
         # -- right: header, system prompt, transcript, composer -----------------------------------------
         right = QWidget()
@@ -159,6 +167,11 @@ class ChatView(QWidget):
         self.highlight_button.setCheckable(True)
         self.highlight_button.setAutoRaise(True)
         self.highlight_button.toggled.connect(self.set_highlight_drafts)
+        self.legend = QLabel(f"  {DRAFT_LEGEND}  ")
+        self.legend.setObjectName("draftLegend")
+        self.legend.setToolTip("Text on this background came from guesses the model checked and accepted")
+        self.legend.setVisible(False)
+        header.addWidget(self.legend)
         header.addWidget(self.highlight_button)
         rlayout.addLayout(header)
 
@@ -189,6 +202,8 @@ class ChatView(QWidget):
         self.message_view = MessageView()
         self.message_view.editSubmitted.connect(self.edit_message)
         self.message_view.regenerateRequested.connect(self.regenerate)
+        self.message_view.branchRequested.connect(self.branch_from)
+        self.message_view.codeCopied.connect(lambda _lang: self.statusMessage.emit("Code copied to the clipboard"))
         self.message_view.messageCopied.connect(lambda _id: self.statusMessage.emit("Copied to the clipboard"))
         line = QFrame()
         line.setFrameShape(QFrame.Shape.HLine)
@@ -215,12 +230,7 @@ class ChatView(QWidget):
         self.send_button = QPushButton("Send")
         self.send_button.setMinimumWidth(104)
         self.send_button.clicked.connect(self._on_send_button)
-        self.regenerate_button = QPushButton("Regenerate")
-        self.regenerate_button.setMinimumWidth(104)
-        self.regenerate_button.setToolTip("Generate the last reply again")
-        self.regenerate_button.clicked.connect(lambda: self.regenerate())
         buttons.addWidget(self.send_button)
-        buttons.addWidget(self.regenerate_button)
         buttons.addStretch(1)
         composer.addLayout(buttons)
         rlayout.addLayout(composer)
@@ -230,8 +240,9 @@ class ChatView(QWidget):
         self.splitter.addWidget(right)
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([260, 740])
+        self.splitter.setSizes([240, 760])
         self.splitter.setChildrenCollapsible(False)
+        right.setMinimumWidth(360)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.splitter)
@@ -244,6 +255,10 @@ class ChatView(QWidget):
         self._system_timer.setSingleShot(True)
         self._system_timer.setInterval(SYSTEM_PROMPT_SAVE_MS)
         self._system_timer.timeout.connect(self._save_system_prompt)
+        self._search_timer = QTimer(self)
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(250)
+        self._search_timer.timeout.connect(self._mark_search)
 
         events = bridge.events
         events.pieces.connect(self._on_pieces)
@@ -315,8 +330,38 @@ class ChatView(QWidget):
             self.highlight_button.blockSignals(True)
             self.highlight_button.setChecked(on)
             self.highlight_button.blockSignals(False)
+        self.legend.setVisible(on)
         if changed:
             self.highlightDraftsChanged.emit(on)
+
+    def set_conversations_visible(self, visible: bool) -> None:
+        """Show or hide the conversation list (the transcript takes the width)."""
+        self.conversation_list.setVisible(bool(visible))
+
+    def copy_last_reply(self) -> bool:
+        """Copy the last reply of the open conversation to the clipboard (False when there is none)."""
+        block = next((b for b in reversed(self.message_view.blocks()) if b.role == "assistant" and b.text), None)
+        if block is None:
+            self.statusMessage.emit("There is no reply to copy yet")
+            return False
+        QGuiApplication.clipboard().setText(block.text)
+        self.statusMessage.emit("Copied the last reply to the clipboard")
+        return True
+
+    def branch_from(self, message_id: int) -> int | None:
+        """A new conversation holding this one up to ``message_id`` (the original stays); it is opened."""
+        cid = self._conversation_id
+        if cid is None:
+            return None
+        try:
+            conv = self.store.branch_conversation(cid, message_id)
+        except (sqlite3.Error, StoreError, KeyError) as e:
+            self._show_notice(f"Could not branch the conversation: {e}", error=True)
+            return None
+        self.conversation_list.set_filter("")
+        self.conversation_list.select(conv.id)
+        self.statusMessage.emit(f"Branched into “{conv.title}”")
+        return conv.id
 
     # -- conversations ------------------------------------------------------------------------------------
     def open_conversation(self, conversation_id: int) -> bool:
@@ -341,6 +386,7 @@ class ChatView(QWidget):
             self.conversation_list.select(conversation_id)
         self._hide_notice()
         self._update_controls()
+        self._mark_search()
         return True
 
     def new_conversation(self) -> int:
@@ -725,8 +771,6 @@ class ChatView(QWidget):
             self.send_button.setToolTip("Send the message (Enter)")
         else:
             self.send_button.setToolTip(NO_MODEL_HINT)
-        has_user = any(b.role == "user" for b in self.message_view.blocks())
-        self.regenerate_button.setEnabled(not generating and self._model_ready and has_user)
         self.message_view.set_actions_enabled(not generating)
 
     def _show_notice(self, text: str, error: bool = False, kind: str = "") -> None:
@@ -741,8 +785,15 @@ class ChatView(QWidget):
         self.notice.setProperty("kind", "")
         self.notice.setVisible(False)
 
+    def _mark_search(self) -> None:
+        """Mark what the conversation list's search matches in the open conversation; scroll to the first."""
+        self._search_timer.stop()
+        self.message_view.mark_matches(self.conversation_list.filter_text().strip())
+
     def _style(self) -> None:
         muted = muted_color(self.palette())
+        swatch = draft_color(self.palette())
+        self.legend.setStyleSheet(f"QLabel#draftLegend {{ background: {swatch.name()}; border-radius: 4px; }}")
         self.system_preview.setStyleSheet(f"color: {muted.name()};")
         self.conversation_list.empty_label.setStyleSheet(f"color: {muted.name()};")
 

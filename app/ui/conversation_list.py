@@ -1,4 +1,6 @@
-"""The list of saved conversations: newest first, searchable, with New / Rename / Delete.
+"""The list of saved conversations: pinned ones first, then the newest; searchable (titles and messages), with
+New / Rename / Delete, Pin, Export (Markdown or JSON) and Import (a JSON export) — the last three in the
+context menu and the File menu.
 
 Renaming is inline (F2, double-click, the Rename button or the context menu open an editor on the item).
 Deleting asks first through :attr:`ConversationList.confirm`, a callable ``(title, question) -> bool`` that
@@ -9,12 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import QModelIndex, QPoint, QRect, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QFont, QFontMetrics, QKeySequence, QPainter, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -30,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.store.chat_export import ChatImportError, import_json, to_json, to_markdown
 from app.store.chats import ChatStore, Conversation
 
 __all__ = ["ConversationList", "UNTITLED", "format_when"]
@@ -39,6 +44,8 @@ SEARCH_DELAY_MS = 200
 _ID_ROLE = int(Qt.ItemDataRole.UserRole) + 1
 _TITLE_ROLE = int(Qt.ItemDataRole.UserRole) + 2  # the stored title ("" when untitled)
 _WHEN_ROLE = int(Qt.ItemDataRole.UserRole) + 3
+_PINNED_ROLE = int(Qt.ItemDataRole.UserRole) + 4
+EXPORT_FORMATS = {"md": ("Markdown", "*.md"), "json": ("JSON", "*.json")}
 
 
 def format_when(timestamp: float, now: float | None = None) -> str:
@@ -107,7 +114,7 @@ class _ItemDelegate(QStyledItemDelegate):
         top = rect.top() + fm_title.height() + self.GAP
         painter.drawText(QRect(rect.left(), top, rect.width(), fm_small.height()),
                          int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
-                         str(index.data(_WHEN_ROLE) or ""))
+                         ("Pinned · " if index.data(_PINNED_ROLE) else "") + str(index.data(_WHEN_ROLE) or ""))
         painter.restore()
 
     def setEditorData(self, editor: QWidget, index: QModelIndex) -> None:  # noqa: N802
@@ -135,6 +142,7 @@ class ConversationList(QWidget):
     conversationSelected = Signal(int)
     conversationDeleted = Signal(int)
     conversationRenamed = Signal(int, str)
+    notice = Signal(str, bool)  # a one-line message (text, is it an error) for the chat's notice line
 
     def __init__(self, store: ChatStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -206,6 +214,15 @@ class ConversationList(QWidget):
         self.delete_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Delete))
         self.delete_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.delete_action.triggered.connect(lambda: self.delete())
+        self.pin_action = QAction("Pin", self)
+        self.pin_action.setToolTip("Pinned chats stay at the top of the list")
+        self.pin_action.triggered.connect(lambda: self.toggle_pin())
+        self.export_md_action = QAction("Export as Markdown…", self)
+        self.export_md_action.triggered.connect(lambda: self.export_dialog("md"))
+        self.export_json_action = QAction("Export as JSON…", self)
+        self.export_json_action.triggered.connect(lambda: self.export_dialog("json"))
+        self.import_action = QAction("Import a chat (JSON)…", self)
+        self.import_action.triggered.connect(self.import_dialog)
         self.list.addAction(self.rename_action)
         self.list.addAction(self.delete_action)
         self.addAction(self.new_action)
@@ -253,6 +270,7 @@ class ConversationList(QWidget):
                 item.setData(_ID_ROLE, conv.id)
                 item.setData(_TITLE_ROLE, conv.title)
                 item.setData(_WHEN_ROLE, format_when(conv.updated_at, now))
+                item.setData(_PINNED_ROLE, conv.pinned)
                 item.setToolTip(conv.title or UNTITLED)
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
                 self.list.addItem(item)
@@ -360,6 +378,66 @@ class ConversationList(QWidget):
             self.select(neighbour)
         return True
 
+    def toggle_pin(self, conversation_id: int | None = None) -> bool:
+        """Pin (or unpin) a conversation, the current one by default; pinned ones are listed first."""
+        cid = self._current if conversation_id is None else conversation_id
+        conv = self.store.get_conversation(cid) if cid is not None else None
+        if conv is None:
+            return False
+        self.store.set_pinned(conv.id, not conv.pinned)
+        self.refresh()
+        return True
+
+    def export_to(self, path: Path, fmt: str, conversation_id: int | None = None) -> bool:
+        """Write a conversation (the current one by default) as ``fmt`` ("md" or "json") to ``path``."""
+        cid = self._current if conversation_id is None else conversation_id
+        conv = self.store.get_conversation(cid) if cid is not None else None
+        if conv is None:
+            self.notice.emit("Open a chat first, then export it.", True)
+            return False
+        messages = self.store.get_messages(conv.id)
+        text = to_markdown(conv, messages) if fmt == "md" else to_json(conv, messages)
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as e:
+            self.notice.emit(f"Could not write {Path(path).name}: {e.strerror or e}", True)
+            return False
+        self.notice.emit(f"Exported “{conv.title or UNTITLED}” to {path}", False)
+        return True
+
+    def import_from(self, path: Path) -> int | None:
+        """Import a JSON export as a new conversation and select it (None, with the reason, when it fails)."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+            conv = import_json(self.store, text)
+        except (OSError, UnicodeDecodeError) as e:
+            self.notice.emit(f"Could not read {Path(path).name}: {e}", True)
+            return None
+        except ChatImportError as e:
+            self.notice.emit(f"{Path(path).name} cannot be imported: {e}", True)
+            return None
+        self.set_filter("")
+        self.select(conv.id)
+        self.notice.emit(f"Imported “{conv.title or UNTITLED}”", False)
+        return conv.id
+
+    def export_dialog(self, fmt: str) -> None:
+        conv = self.store.get_conversation(self._current) if self._current is not None else None
+        if conv is None:
+            self.notice.emit("Open a chat first, then export it.", True)
+            return
+        kind, pattern = EXPORT_FORMATS[fmt]
+        stem = "".join(c if c.isalnum() or c in " -_" else "_" for c in (conv.title or "chat")).strip() or "chat"
+        path, _ = QFileDialog.getSaveFileName(self, f"Export chat as {kind}", f"{stem}{pattern[1:]}",
+                                              f"{kind} ({pattern})")
+        if path:
+            self.export_to(Path(path), fmt)
+
+    def import_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import a chat", "", "Tandem chat export (*.json);;All files (*)")
+        if path:
+            self.import_from(Path(path))
+
     # -- internals --------------------------------------------------------------------------------------
     def _set_current(self, conversation_id: int | None) -> None:
         changed = conversation_id != self._current
@@ -374,6 +452,8 @@ class ConversationList(QWidget):
         self.delete_button.setEnabled(has)
         self.rename_action.setEnabled(has)
         self.delete_action.setEnabled(has)
+        for a in (self.pin_action, self.export_md_action, self.export_json_action):
+            a.setEnabled(has)
 
     def _on_search_text(self, _text: str) -> None:
         self._search_timer.start()
@@ -400,9 +480,16 @@ class ConversationList(QWidget):
         menu = QMenu(self)
         menu.addAction(self.new_action)
         if item is not None:
+            conv = self.store.get_conversation(int(item.data(_ID_ROLE)))
+            self.pin_action.setText("Unpin" if conv is not None and conv.pinned else "Pin")
             menu.addSeparator()
+            menu.addAction(self.pin_action)
             menu.addAction(self.rename_action)
             menu.addAction(self.delete_action)
+            menu.addSeparator()
+            menu.addAction(self.export_md_action)
+            menu.addAction(self.export_json_action)
+        menu.addAction(self.import_action)
         menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def _ask(self, title: str, question: str) -> bool:

@@ -1,4 +1,5 @@
-"""The main window: model browser (left), chat (centre), advanced settings (right), resource monitor.
+"""The main window: a navigation rail with pages (Chat, Models, Discover, Benchmark; :meth:`MainWindow.add_page`
+adds more), the chat page with its model bar, conversation list, transcript and settings sidebar.
 
 It wires widgets to the worker bridge and the stores; it computes nothing heavy itself.
 """
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QEventLoop, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -23,7 +24,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QStackedWidget,
-    QTabWidget,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -33,25 +34,37 @@ from app.engine.gguf_info import GGUFError, ModelInfo, inspect_gguf
 from app.engine.llama_backend import backend_info, default_threads
 from app.engine.memory import ModelLoad, estimate_load
 from app.engine.session import ModelSettings
+from app.engine.speculative import GenerationStats
 from app.hardware import monitor
 from app.library.credentials import TokenStore
 from app.library.local import LocalLibrary, LocalModel
 from app.store.chats import ChatStore
 from app.store.db import default_data_dir, default_history_dir
+from app.store.presets import Preset, PresetStore
 from app.store.settings import HISTORY_KEY, SettingsStore, model_key
 from app.ui.benchmark_dialog import BenchmarkDialog, BenchTarget, apply_preset, summary_line
 from app.ui.bridge import EngineBridge
 from app.ui.chat_view import ChatView
 from app.ui.discover_view import DiscoverView
 from app.ui.download_bridge import DownloadBridge
+from app.ui.model_bar import ModelBar, ModelEntry
 from app.ui.model_browser import ModelBrowser
+from app.ui.nav_rail import NavRail
 from app.ui.onboarding import OnboardingPage
+from app.ui.presets_dialog import PresetsDialog
 from app.ui.resource_monitor import ResourceMonitor
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.settings_panel import DraftChoice, PanelValues, SettingsPanel
+from app.ui.shortcuts_dialog import ShortcutsDialog, with_shortcut
 from app.ui.theme import apply_theme
 
-__all__ = ["MainWindow"]
+__all__ = ["MainWindow", "DEFAULT_SIZE"]
+
+#: the first-run size (clamped to the screen): a 1280×800 laptop screen shows the whole window
+DEFAULT_SIZE = (1280, 800)
+#: the chat page's splitter at its first run: transcript | settings sidebar
+_CHAT_SPLIT = (880, 330)
+
 
 def past_chats_bytes() -> int:
     """What the engine remembers of past chats for drafting, on disk (read from its folder: no engine call)."""
@@ -72,9 +85,10 @@ class MainWindow(QMainWindow):
     ) -> None:
         super().__init__()
         self.setWindowTitle("Tandem")
-        self.resize(1400, 860)
+        self._resize_to_screen()
         self.chats = chats
         self.settings = settings
+        self.presets = PresetStore(settings)
         self.library = library
         self.extra_folders = list(extra_folders or [])
         self.bridge = EngineBridge(self, history_folder=default_history_dir(),
@@ -84,9 +98,11 @@ class MainWindow(QMainWindow):
         self.speculation = "off"
         self._wanted_draft = ""
         self._last_pair_keys: tuple[str, str] | None = None
+        self._auto_load_tried = False
         self.has_gpu_offload = bool(backend_info().get("gpu_offload"))
         # dialogs that tests replace: (title, text) -> bool
         self.confirm: Callable[[str, str], bool] = self._confirm_dialog
+        self.last_message = ""
 
         # -- widgets --------------------------------------------------------------------------------
         self.browser = ModelBrowser(library)
@@ -98,25 +114,43 @@ class MainWindow(QMainWindow):
                                         token=self.token_store.get, endpoint=endpoint, parent=self)  # fmt: skip
         self.discover = DiscoverView(self.downloads, self.token_store, library, endpoint=endpoint)
         self.discover.n_ctx = int(self.settings.get("default_ctx"))  # for the fit badge
-        self.left_tabs = QTabWidget()
-        self.left_tabs.addTab(self.browser, "Library")
-        self.left_tabs.addTab(self.discover, "Discover")
         self.panel = SettingsPanel()
         self.chat = ChatView(chats, self.bridge, self.panel.request_settings)
         self.onboarding = OnboardingPage()
         self.centre = QStackedWidget()
         self.centre.addWidget(self.chat)
         self.centre.addWidget(self.onboarding)
+        self.model_bar = ModelBar()
 
+        # the chat page: the model bar over [transcript (with its conversation list) | settings sidebar]
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.left_tabs)
         self.splitter.addWidget(self.centre)
         self.splitter.addWidget(self.panel)
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 4)
-        self.splitter.setStretchFactor(2, 2)
-        self.setCentralWidget(self.splitter)
-        self.splitter.setSizes([520, 600, 380])
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 0)
+        self.splitter.setCollapsible(0, False)
+        self.splitter.setSizes(list(_CHAT_SPLIT))
+        self.chat_page = QWidget()
+        chat_col = QVBoxLayout(self.chat_page)
+        chat_col.setContentsMargins(0, 0, 0, 0)
+        chat_col.setSpacing(0)
+        chat_col.addWidget(self.model_bar)
+        chat_col.addWidget(self.splitter, 1)
+
+        # the rail and its pages
+        self.rail = NavRail()
+        self.pages = QStackedWidget()
+        self._page_keys: dict[str, QWidget] = {}
+        self.page_actions: dict[str, QAction] = {}
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self.rail)
+        row.addWidget(self.pages, 1)
+        self.setCentralWidget(central)
+        self.rail.pageSelected.connect(self.show_page)
+        self.benchmark_dialog = BenchmarkDialog(self.bridge, self.settings, self._benchmark_target, embedded=True)
 
         # status bar: load progress + cancel, resource monitor
         self.monitor = ResourceMonitor()
@@ -135,6 +169,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.monitor)
 
         self._build_actions()
+        self.add_page("chat", "Chat", self.chat_page, shortcut="Ctrl+1")
+        self.add_page("models", "Models", self.browser, shortcut="Ctrl+2")
+        self.add_page("discover", "Discover", self.discover, shortcut="Ctrl+3")
+        self.add_page("benchmark", "Benchmark", self.benchmark_dialog, shortcut="Ctrl+4")
+        self.show_page("chat")
         self._connect()
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
@@ -144,6 +183,7 @@ class MainWindow(QMainWindow):
         self.chat.set_model_ready(False)
         self.chat.set_highlight_drafts(bool(self.settings.get("highlight_draft_tokens")))
         self.highlight_action.setChecked(bool(self.settings.get("highlight_draft_tokens")))
+        self._refresh_presets()
         self._restore_layout()
         try:  # Tandem's own models folder (downloads land there) exists from the first launch on
             self.library_default_folder().mkdir(parents=True, exist_ok=True)
@@ -152,42 +192,128 @@ class MainWindow(QMainWindow):
         self.browser.set_folders(self.model_folders())
         self._update_centre()
 
+    # -- pages ------------------------------------------------------------------------------------------
+    def add_page(self, key: str, title: str, widget: QWidget, icon: QIcon | None = None,
+                 shortcut: str | None = None) -> QAction:
+        """Add a page to the rail (and View menu); returns the action that shows it."""
+        if key in self._page_keys:
+            raise ValueError(f"a page {key!r} exists already")
+        self._page_keys[key] = widget
+        self.pages.addWidget(widget)
+        action = QAction(title, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(lambda _checked=False, k=key: self.show_page(k))
+        self.addAction(action)
+        self.pages_menu.addAction(action)
+        self.page_actions[key] = action
+        self.rail.add_page(key, title, icon, with_shortcut(f"{title} page", action))
+        return action
+
+    def show_page(self, key: str) -> None:
+        widget = self._page_keys.get(key)
+        if widget is None:
+            return
+        self.pages.setCurrentWidget(widget)
+        self.rail.set_current(key)
+
+    def current_page(self) -> str | None:
+        current = self.pages.currentWidget()
+        return next((k for k, w in self._page_keys.items() if w is current), None)
+
+    def page(self, key: str) -> QWidget | None:
+        return self._page_keys.get(key)
+
+    def _resize_to_screen(self) -> None:
+        screen = QGuiApplication.primaryScreen()
+        w, h = DEFAULT_SIZE
+        if screen is not None:
+            avail = screen.availableGeometry()
+            w, h = min(w, avail.width()), min(h, avail.height())
+        self.resize(w, h)
+
     # -- setup ------------------------------------------------------------------------------------------
+    def _action(self, text: str, slot: Callable[[], object], shortcut: str | QKeySequence | None = None,
+                tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setToolTip(tip)
+        action.triggered.connect(lambda _checked=False: slot())
+        self.addAction(action)
+        return action
+
     def _build_actions(self) -> None:
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
-        settings_action = QAction("&Settings…", self)
-        settings_action.setShortcut(QKeySequence.StandardKey.Preferences)
-        settings_action.triggered.connect(self.open_settings)
-        file_menu.addAction(settings_action)
+        self.new_chat_action = self.chat.conversation_list.new_action  # Ctrl+N (one action: one shortcut)
+        file_menu.addAction(self.new_chat_action)
+        self.import_action = self._action("&Import chat…", self.chat.conversation_list.import_dialog)
+        self.export_md_action = self._action("Export chat as &Markdown…",
+                                             lambda: self.chat.conversation_list.export_dialog("md"))
+        self.export_json_action = self._action("Export chat as &JSON…",
+                                               lambda: self.chat.conversation_list.export_dialog("json"))
+        for a in (self.import_action, self.export_md_action, self.export_json_action):
+            file_menu.addAction(a)
         file_menu.addSeparator()
-        quit_action = QAction("&Quit", self)
-        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
+        self.settings_action = self._action("&Settings…", self.open_settings, "Ctrl+,")
+        file_menu.addAction(self.settings_action)
+        file_menu.addSeparator()
+        quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         file_menu.addAction(quit_action)
+
+        chat_menu = menu.addMenu("&Chat")
+        self.focus_input_action = self._action("Focus the message box", self.focus_input, "Ctrl+L")
+        self.search_action = self._action("&Search chats and messages", self.focus_search, "Ctrl+F")
+        self.stop_action = self._action("S&top the reply", self.chat.stop, "Esc")
+        self.stop_action.setEnabled(False)  # only while a reply runs (Esc stays free for dialogs and edits)
+        self.copy_reply_action = self._action("&Copy the last reply", self.chat.copy_last_reply, "Ctrl+Shift+C")
+        self.presets_action = self._action("&Presets…", self.open_presets)
+        for a in (self.focus_input_action, self.search_action, self.stop_action, self.copy_reply_action):
+            chat_menu.addAction(a)
+        chat_menu.addSeparator()
+        chat_menu.addAction(self.presets_action)
+
         view = menu.addMenu("&View")
-        self.panel_action = QAction("Advanced settings panel", self, checkable=True, checked=True)
+        self.pages_menu = view.addMenu("&Pages")
+        self.chats_action = QAction("Conversation list", self, checkable=True, checked=True)
+        self.chats_action.setShortcut("Ctrl+Shift+L")
+        self.chats_action.toggled.connect(self._set_chats_visible)
+        view.addAction(self.chats_action)
+        self.panel_action = QAction("Settings sidebar", self, checkable=True, checked=True)
         self.panel_action.setShortcut("Ctrl+Shift+A")
-        self.panel_action.toggled.connect(self.panel.setVisible)
+        self.panel_action.toggled.connect(self._set_panel_visible)
         view.addAction(self.panel_action)
-        self.browser_action = QAction("Model browser", self, checkable=True, checked=True)
-        self.browser_action.toggled.connect(self.left_tabs.setVisible)
-        view.addAction(self.browser_action)
         self.highlight_action = QAction("Visualize accepted draft tokens", self, checkable=True)
         self.highlight_action.toggled.connect(self._toggle_highlight)
         view.addAction(self.highlight_action)
+        for a in (self.chats_action, self.panel_action):
+            self.addAction(a)
+
         tools = menu.addMenu("&Tools")
         self.benchmark_action = QAction("&Benchmark…", self, enabled=False)
         self.benchmark_action.setToolTip("Measure speculation for the loaded model on this machine; auto-tune it")
         self.benchmark_action.triggered.connect(self.open_benchmark)
         tools.addAction(self.benchmark_action)
-        self.benchmark_dialog: BenchmarkDialog | None = None
+
+        help_menu = menu.addMenu("&Help")
+        self.shortcuts_action = self._action("&Keyboard shortcuts", self.open_shortcuts, "F1")
+        help_menu.addAction(self.shortcuts_action)
+
+    def shortcut_actions(self) -> list[QAction]:
+        """Every action with a keyboard shortcut (the Help → Keyboard shortcuts dialog lists them)."""
+        actions = [self.new_chat_action, self.focus_input_action, self.search_action, self.stop_action,
+                   self.copy_reply_action, self.settings_action, self.chats_action, self.panel_action,
+                   *self.page_actions.values(), self.shortcuts_action]
+        return [a for a in actions if not a.shortcut().isEmpty()]
 
     def _connect(self) -> None:
         ev = self.bridge.events
         ev.loadProgress.connect(self._on_load_progress)
         ev.loaded.connect(self._on_loaded)
         ev.loadFailed.connect(self._on_load_failed)
+        ev.unloaded.connect(self._on_unloaded)
         ev.speculationChanged.connect(self._on_speculation)
         # worker signals go to bound methods of GUI-thread objects only: a plain lambda would run in the
         # worker thread (PySide connects receiver-less callables directly)
@@ -196,7 +322,7 @@ class MainWindow(QMainWindow):
         for event in (ev.loaded, ev.loadFailed, ev.unloaded):
             event.connect(self._update_benchmark_action)
         self.load_cancel.clicked.connect(self.bridge.cancel_load)
-        self.browser.loadRequested.connect(self.load_model)
+        self.browser.loadRequested.connect(self._load_from_browser)
         self.browser.useAsDraftRequested.connect(self.use_as_draft)
         self.browser.foldersChanged.connect(self._folders_changed)
         self.browser.scanFinished.connect(self._on_scan_finished)  # models found (or a download landed)
@@ -207,12 +333,55 @@ class MainWindow(QMainWindow):
         self.panel.loadRequested.connect(lambda: self.target and self.load_model(self.target))
         self.panel.applyDraftRequested.connect(self.apply_speculation)
         self.panel.resetRequested.connect(self.reset_settings)
-        self.chat.generationStarted.connect(lambda: self.monitor.show_live(0.0, 0, 0))
-        self.chat.generationFinished.connect(self.monitor.show_stats)
+        self.model_bar.loadRequested.connect(self._load_path)
+        self.model_bar.ejectRequested.connect(self.eject)
+        self.model_bar.sourceChosen.connect(self._bar_source_chosen)
+        self.model_bar.draftChosen.connect(self._bar_draft_chosen)
+        self.model_bar.presetChosen.connect(self.apply_preset_named)
+        self.model_bar.managePresetsRequested.connect(self.open_presets)
+        self.model_bar.chatsToggled.connect(self.chats_action.setChecked)
+        self.model_bar.settingsToggled.connect(self.panel_action.setChecked)
+        self.chat.generationStarted.connect(self._on_generation_started)
+        self.chat.generationFinished.connect(self._on_generation_finished)
         self.chat.statusMessage.connect(lambda m: self.statusBar().showMessage(m, 6000))
         self.chat.highlightDraftsChanged.connect(self.highlight_action.setChecked)
         self.onboarding.demoModelReady.connect(self._demo_ready)
         self.onboarding.folderChosen.connect(self._folder_chosen)
+        self.benchmark_dialog.runningChanged.connect(self._on_benchmark_running)
+        self.benchmark_dialog.presetApplied.connect(self._apply_benchmark_preset)
+
+    def _set_chats_visible(self, on: bool) -> None:
+        self.chat.set_conversations_visible(on)
+        self.model_bar.chats_button.setChecked(on)
+
+    def _set_panel_visible(self, on: bool) -> None:
+        self.panel.setVisible(on)
+        self.model_bar.settings_button.setChecked(on)
+
+    def focus_input(self) -> None:
+        self.show_page("chat")
+        self.chat.input.setFocus()
+
+    def focus_search(self) -> None:
+        self.show_page("chat")
+        self.chats_action.setChecked(True)
+        self.chat.conversation_list.search_box.setFocus()
+        self.chat.conversation_list.search_box.selectAll()
+
+    def open_shortcuts(self) -> ShortcutsDialog:
+        dialog = ShortcutsDialog(self.shortcut_actions(), self)
+        dialog.show()
+        return dialog
+
+    def _on_generation_started(self) -> None:
+        self.monitor.show_live(0.0, 0, 0)
+        self.stop_action.setEnabled(True)
+
+    def _on_generation_finished(self, stats: GenerationStats | None) -> None:
+        self.stop_action.setEnabled(False)
+        self.monitor.show_stats(stats)
+        if stats is not None:
+            self.model_bar.set_speculation(self.speculation, stats)
 
     # -- folders / library ----------------------------------------------------------------------------
     def model_folders(self) -> list[Path]:
@@ -247,7 +416,27 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, self._update_centre)
 
     def _on_scan_finished(self, _models: list) -> None:
+        self.model_bar.set_models([ModelEntry(str(m.path), m.file_name, tooltip=str(m.path))
+                                   for m in self.browser.models() if not m.broken])
         self._update_centre()
+        self._auto_load()
+
+    def _auto_load(self) -> None:
+        """First scan: load the model used last time, else the bundled demo model (first run)."""
+        if self._auto_load_tried or self.target is not None or not self.settings.get("load_last_model"):
+            return
+        models = [m for m in self.browser.models() if not m.broken]
+        if not models:
+            return  # the onboarding page is shown; the demo model's download scans again
+        self._auto_load_tried = True
+        from app.library.reference_models import demo_model
+
+        wanted = [Path(p) for p in (self.settings.get("last_model_path", None), demo_model()) if p]
+        for path in wanted:
+            model = next((m for m in models if Path(m.path) == path), None)
+            if model is not None:
+                self.load_model(model)
+                return
 
     def _update_centre(self) -> None:
         has_models = bool(self.browser.models()) or self.target is not None
@@ -287,6 +476,7 @@ class MainWindow(QMainWindow):
         self.target = model
         self.target_info = None
         self.chat.set_model_ready(False)
+        self.model_bar.set_loaded(str(model.path), loading=True)
         self.load_label.setText(f"Loading {model.name}…")
         self.load_progress.setValue(0)
         self.load_box.show()
@@ -310,6 +500,7 @@ class MainWindow(QMainWindow):
             self._refresh_draft_choices()
             self.bridge.set_spec(self.panel.values().spec())
             self.settings.set("last_model_path", str(self.target.path) if self.target else None)
+            self.model_bar.set_loaded(str(self.target.path) if self.target else None)
             if self.panel.values().draft_source != "off":
                 self.apply_speculation()
             self._update_centre()
@@ -324,11 +515,46 @@ class MainWindow(QMainWindow):
             self.target_info = None
             self.panel.set_target(None)
             self.chat.set_model_ready(False)
+            self.model_bar.set_loaded(None)
         self.show_message(message, error=True)
+
+    def _on_unloaded(self, which: str) -> None:
+        if which != "target":
+            return
+        self.target = None
+        self.target_info = None
+        self.panel.set_target(None)
+        self.model_bar.set_loaded(None)
+        self.browser.set_target(None)
+        self._refresh_draft_choices()
+        self._update_estimate()
+
+    def eject(self) -> None:
+        """Unload the target (its memory is freed); the chat says to load one."""
+        if self.chat.is_generating():
+            self.show_message("Stop the reply first, then eject the model.", error=True)
+            return
+        self.bridge.unload()
+
+    def _load_path(self, path: str) -> None:
+        model = next((m for m in self.browser.models() if str(m.path) == path), None)
+        if model is None:
+            model = self.library.describe(Path(path))
+        if model.error is not None:
+            self.show_message(f"cannot load {Path(path).name}: {model.error}", error=True)
+            return
+        self.load_model(model)
+
+    def _load_from_browser(self, model: LocalModel) -> None:
+        """Load from the Models page, then go to the chat."""
+        self.load_model(model)
+        if self.target is not None and Path(self.target.path) == Path(model.path):
+            self.show_page("chat")
 
     def _refresh_draft_choices(self) -> None:
         if self.target is None:
             self.panel.set_draft_choices([])
+            self.model_bar.set_draft_choices([])
             return
         try:
             pairs = self.library.compatible_drafts(self.target)
@@ -337,6 +563,10 @@ class MainWindow(QMainWindow):
             pairs = []
         self.panel.set_draft_choices([DraftChoice(Path(m.path), m.file_name, verdict, m.block_count or 0)
                                       for m, verdict in pairs])
+        self.model_bar.set_draft_choices(
+            [ModelEntry(str(m.path), m.file_name if verdict.compatible else f"{m.file_name} (incompatible)",
+                        verdict.compatible, verdict.reason) for m, verdict in pairs],
+            self.panel.values().draft_path)
         wanted, self._wanted_draft = self._wanted_draft, ""
         if wanted and self.panel.values().draft_path != wanted:
             item = self.panel.draft_item(wanted)
@@ -408,9 +638,26 @@ class MainWindow(QMainWindow):
 
     def _on_speculation(self, mode: str) -> None:
         self.speculation = mode
+        self.model_bar.set_speculation(mode)
+
+    def _bar_source_chosen(self, source: str) -> None:
+        self.panel.choose_source(source)
+        if source == sources.DRAFT_MODEL and not self.panel.values().draft_path:
+            self.show_message("Choose the draft model in the menu beside it.")
+            return
+        self.apply_speculation()
+
+    def _bar_draft_chosen(self, path: str) -> None:
+        if not path:
+            return
+        self.panel.choose_draft(path)
+        self.apply_speculation()
 
     # -- settings ---------------------------------------------------------------------------------------
     def _panel_changed(self) -> None:
+        v = self.panel.values()
+        self.model_bar.set_source(v.draft_source)
+        self.model_bar.set_draft(v.draft_path)
         if self._pair_keys() != self._last_pair_keys:
             # another draft (or the chat history) was chosen: its own remembered settings, not the last pair's
             self._apply_pair_settings()
@@ -505,14 +752,9 @@ class MainWindow(QMainWindow):
         self.benchmark_action.setEnabled(self.target_info is not None)
 
     def open_benchmark(self) -> BenchmarkDialog:
-        """The (non-modal) Benchmark dialog for the loaded target and its speculation source."""
-        if self.benchmark_dialog is None:
-            self.benchmark_dialog = BenchmarkDialog(self.bridge, self.settings, self._benchmark_target, self)
-            self.benchmark_dialog.runningChanged.connect(self._on_benchmark_running)
-            self.benchmark_dialog.presetApplied.connect(self._apply_benchmark_preset)
-        self.benchmark_dialog.show()
-        self.benchmark_dialog.raise_()
-        self.benchmark_dialog.activateWindow()
+        """The Benchmark page for the loaded target and its speculation source."""
+        self.show_page("benchmark")
+        self.benchmark_dialog.refresh_target()
         return self.benchmark_dialog
 
     def _benchmark_target(self) -> BenchTarget | None:
@@ -540,6 +782,45 @@ class MainWindow(QMainWindow):
             self.apply_speculation()
         self.show_message(f"Benchmark preset applied. {summary_line(preset)}")
 
+    # -- presets (model bar, Chat → Presets…) ---------------------------------------------------------
+    def _refresh_presets(self) -> None:
+        self.model_bar.set_presets(self.presets.names(), str(self.settings.get("preset", "") or ""))
+
+    def current_preset(self, name: str) -> Preset:
+        """A preset of what is set now: this chat's system prompt, the sampling and speculation settings."""
+        data = self.panel.values().to_dict()
+        return Preset(name, self.chat.system_prompt(), {k: data[k] for k in PanelValues.PRESET_KEYS})
+
+    def apply_preset_named(self, name: str) -> bool:
+        """Apply a preset: the chat's system prompt, then the settings (speculation switched if it differs)."""
+        if not name:
+            self.settings.set("preset", "")
+            return True
+        preset = self.presets.get(name)
+        if preset is None:
+            self.show_message(f"no preset named {name}", error=True)
+            self._refresh_presets()
+            return False
+        before = self.panel.values()
+        merged = before.to_dict()
+        merged.update({k: v for k, v in preset.values.items() if k in PanelValues.PRESET_KEYS})
+        self.panel.set_values(PanelValues.from_dict(merged))
+        self.chat.set_system_prompt(preset.system_prompt)
+        self.settings.set("preset", preset.name)
+        self._refresh_presets()
+        after = self.panel.values()
+        if after.draft_source != before.draft_source and self.target_info is not None:
+            self.apply_speculation()
+        self.statusBar().showMessage(f"Preset {preset.name} applied", 4000)
+        return True
+
+    def open_presets(self) -> PresetsDialog:
+        dialog = PresetsDialog(self.presets, self.current_preset, self)
+        dialog.presetsChanged.connect(self._refresh_presets)
+        dialog.applyRequested.connect(self.apply_preset_named)
+        dialog.show()
+        return dialog
+
     # -- messages -------------------------------------------------------------------------------------
     def show_message(self, text: str, error: bool = False) -> None:
         """Errors go to the status bar and the chat's notice line: readable, never a traceback."""
@@ -559,8 +840,12 @@ class MainWindow(QMainWindow):
                 self.restoreGeometry(QByteArray(base64.b64decode(raw["geometry"])))
             if raw.get("splitter"):
                 self.splitter.restoreState(QByteArray(base64.b64decode(raw["splitter"])))
+            if raw.get("chat_splitter"):
+                self.chat.splitter.restoreState(QByteArray(base64.b64decode(raw["chat_splitter"])))
             self.panel_action.setChecked(bool(raw.get("panel_visible", True)))
-            self.browser_action.setChecked(bool(raw.get("browser_visible", True)))
+            self.chats_action.setChecked(bool(raw.get("chats_visible", True)))
+            if raw.get("page") in self._page_keys:
+                self.show_page(str(raw["page"]))
         except (ValueError, TypeError):
             pass
 
@@ -568,8 +853,10 @@ class MainWindow(QMainWindow):
         self.settings.set("window_layout", {
             "geometry": base64.b64encode(bytes(self.saveGeometry())).decode(),
             "splitter": base64.b64encode(bytes(self.splitter.saveState())).decode(),
+            "chat_splitter": base64.b64encode(bytes(self.chat.splitter.saveState())).decode(),
             "panel_visible": self.panel_action.isChecked(),
-            "browser_visible": self.browser_action.isChecked(),
+            "chats_visible": self.chats_action.isChecked(),
+            "page": self.current_page(),
         })
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802

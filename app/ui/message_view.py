@@ -2,7 +2,13 @@
 
 Each message is a :class:`MessageBlock` (a rounded frame: role, actions, body, status marker, stats line)
 stacked in :class:`MessageView`, a scroll area. User messages are shown as typed (plain text); assistant
-replies are rendered as Markdown (GitHub dialect, raw HTML shown literally) with shaded code blocks.
+replies are rendered as Markdown (GitHub dialect, raw HTML shown literally: tables, lists, links).
+
+Code blocks of a reply (:mod:`app.ui.code_highlight`): coloured by Pygments for the light or the dark palette,
+under a header line with the language and a **Copy** button (which copies that block's code). A reply that
+starts with ``<think>…</think>`` (a reasoning model's thoughts) shows them as a collapsed "Thought · N
+characters" button above the answer; clicking it shows them. Searching (:meth:`MessageView.mark_matches`)
+marks every match in the transcript.
 
 Streaming stays cheap whatever the reply length: a streamed piece is appended as plain text at the end of
 the reply's document (Qt lays out only the paragraphs that changed), and the Markdown rendering is redone
@@ -31,10 +37,13 @@ from PySide6.QtGui import (
     QGuiApplication,
     QKeyEvent,
     QPalette,
+    QTextBlockFormat,
     QTextCharFormat,
     QTextCursor,
     QTextDocument,
     QTextFormat,
+    QTextFrameFormat,
+    QTextTable,
 )
 from PySide6.QtWidgets import (
     QFrame,
@@ -45,6 +54,7 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QSizePolicy,
     QTextBrowser,
+    QTextEdit,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -52,6 +62,7 @@ from PySide6.QtWidgets import (
 
 from app.engine.speculative import GenerationStats, Piece
 from app.store.chats import DraftMaskBuilder, StoredMessage, decode_draft_mask
+from app.ui.code_highlight import THINK_OPEN, highlight_runs, language_label, split_think
 
 __all__ = [
     "APPEND_INTERVAL_MS",
@@ -71,6 +82,9 @@ __all__ = [
 
 #: Character-format property set (True) on text highlighted as coming from accepted draft tokens.
 DRAFT_PROPERTY = int(QTextFormat.Property.UserProperty) + 1
+#: Block-format property set (True) on the header line (language, Copy) above a code block.
+CODE_HEADER_PROPERTY = int(QTextFormat.Property.UserProperty) + 2
+CODE_HEADER_MARGIN = 8  # space above a code block
 #: While streaming, the document of a reply is updated at most this often (milliseconds).
 APPEND_INTERVAL_MS = 50
 #: While streaming, re-render the Markdown at most this often (seconds).
@@ -234,6 +248,8 @@ def _draft_format(color: QColor) -> QTextCharFormat:
 class _Body(QTextBrowser):
     """A read-only text view as tall as its document (no scroll bars of its own)."""
 
+    resized = Signal()  # its size or its document's layout changed (overlaid buttons follow)
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setOpenLinks(False)
@@ -252,6 +268,7 @@ class _Body(QTextBrowser):
         height = max(18, math.ceil(self.document().size().height()) + 2 * self.frameWidth())
         if height != self.height():
             self.setFixedHeight(height)
+        self.resized.emit()
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
@@ -290,6 +307,8 @@ class MessageBlock(QFrame):
     copyClicked = Signal(int)  # message id
     editSubmitted = Signal(int, str)  # message id, new text
     regenerateClicked = Signal(int)  # message id
+    branchClicked = Signal(int)  # message id
+    codeCopied = Signal(str)  # the language label of the code block copied
 
     def __init__(self, message: StoredMessage, highlight: bool = False, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -310,6 +329,13 @@ class MessageBlock(QFrame):
         self._append_timer.setSingleShot(True)
         self._append_timer.setInterval(APPEND_INTERVAL_MS)
         self._append_timer.timeout.connect(self.flush_pending)
+        self._think_expanded = False
+        self._think_open = False  # the last rendering ended inside an unclosed <think>
+        self._answer_start = 0  # where the answer starts in the raw text (after </think>)
+        self._code: list[tuple[str, str]] = []  # (language label, code) per code block, in order
+        self._copy_buttons: list[QToolButton] = []
+        self._dark = False
+        self._rendered_dark: bool | None = None
 
         self.setObjectName("userMessage" if self.role == "user" else "assistantMessage")
         self.setFrameShape(QFrame.Shape.NoFrame)
@@ -334,11 +360,29 @@ class MessageBlock(QFrame):
         self.regenerate_button = self._tool_button("Regenerate", "Generate this reply again")
         self.regenerate_button.clicked.connect(lambda: self.regenerateClicked.emit(self.message_id))
         self.regenerate_button.setVisible(False)
-        for button in (self.copy_button, self.edit_button, self.regenerate_button):
+        self.branch_button = self._tool_button("Branch", "Start a new chat with this conversation up to here")
+        self.branch_button.clicked.connect(lambda: self.branchClicked.emit(self.message_id))
+        for button in (self.copy_button, self.edit_button, self.branch_button, self.regenerate_button):
             header.addWidget(button)
         layout.addLayout(header)
 
+        self.think_button = QToolButton(self)
+        self.think_button.setObjectName("thinkButton")
+        self.think_button.setCheckable(True)
+        self.think_button.setAutoRaise(True)
+        self.think_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.think_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.think_button.setToolTip("The model's reasoning before its answer: click to show or hide it")
+        self.think_button.toggled.connect(self.set_think_expanded)
+        self.think_button.setVisible(False)
+        layout.addWidget(self.think_button)
+        self.think_body = _Body(self)
+        self.think_body.setObjectName("thinkBody")
+        self.think_body.setVisible(False)
+        layout.addWidget(self.think_body)
+
         self.body = _Body(self)
+        self.body.resized.connect(self._place_copy_buttons)
         layout.addWidget(self.body)
 
         self.edit_panel = QWidget(self)
@@ -419,7 +463,44 @@ class MessageBlock(QFrame):
 
     @property
     def document(self) -> QTextDocument:
+        """The answer's document (a reply's reasoning, if any, is in ``think_body``)."""
         return self.body.document()
+
+    def code_blocks(self) -> list[tuple[str, str]]:
+        """(language label, code) of each code block of the reply, in order."""
+        return list(self._code)
+
+    def copy_buttons(self) -> list[QToolButton]:
+        """The Copy button of each code block, in order."""
+        return self._copy_buttons[: len(self._code)]
+
+    def think_text(self) -> str | None:
+        """The reasoning of a reply that starts with ``<think>`` (None when there is none)."""
+        think, _closed, _start = split_think(self.text) if self.role == "assistant" else (None, False, 0)
+        return think
+
+    def set_think_expanded(self, expanded: bool) -> None:
+        self._think_expanded = bool(expanded)
+        if self.think_button.isChecked() != self._think_expanded:
+            self.think_button.blockSignals(True)
+            self.think_button.setChecked(self._think_expanded)
+            self.think_button.blockSignals(False)
+        self._render()
+
+    def mark(self, query: str, color: QColor) -> int:
+        """Mark the matches of ``query`` (case-insensitive) in the body; returns how many. "" clears."""
+        selections = []
+        if query:
+            doc = self.body.document()
+            cursor = doc.find(query, 0)
+            while not cursor.isNull():
+                sel = QTextEdit.ExtraSelection()
+                sel.cursor = cursor
+                sel.format.setBackground(color)
+                selections.append(sel)
+                cursor = doc.find(query, cursor)
+        self.body.setExtraSelections(selections)
+        return len(selections)
 
     # -- looks ------------------------------------------------------------------------------------------
     def _source_palette(self) -> QPalette:
@@ -443,15 +524,19 @@ class MessageBlock(QFrame):
             " border-radius: 10px; }"
         )
         self._muted = muted_color(pal)
-        self._code_bg = mix(base, text, 0.09 if dark else 0.06)
+        self._code_bg = mix(base, QColor("#000000"), 0.28) if dark else mix(base, text, 0.05)
+        self._code_header_bg = mix(self._code_bg, text, 0.08 if dark else 0.06)
+        self._dark = dark
+        for button in self._copy_buttons:
+            button.setStyleSheet(self._copy_style())
         self.stats_label.setStyleSheet(f"color: {self._muted.name()};")
         self.role_label.setStyleSheet(
             f"color: {pal.color(QPalette.ColorRole.Highlight).name() if self.role == 'user' else text.name()};"
         )
-        changed = self._draft_bg != draft_color(pal)
+        changed = self._draft_bg != draft_color(pal) or self._rendered_dark != dark
         self._draft_bg = draft_color(pal)
         self._update_footer()
-        if self._ready and changed and self._highlight and self.has_draft_text():
+        if self._ready and changed and self.role == "assistant":
             self._render()
 
     def has_draft_text(self) -> bool:
@@ -488,12 +573,14 @@ class MessageBlock(QFrame):
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        if (
-            self.role == "assistant"
-            and time.monotonic() - self._last_render >= MARKDOWN_INTERVAL
-            and self._mask.length <= MARKDOWN_STREAM_LIMIT
+        head = self.text.lstrip()[: len(THINK_OPEN)]
+        if self.role == "assistant" and (
+            self._think_open
+            or (not self._answer_start and head and THINK_OPEN.startswith(head))
+            or (time.monotonic() - self._last_render >= MARKDOWN_INTERVAL
+                and self._mask.length <= MARKDOWN_STREAM_LIMIT)
         ):
-            self._render()
+            self._render()  # inside <think> (or where it may start) the reasoning stays folded
             return
         cursor = QTextCursor(self.body.document())
         cursor.movePosition(QTextCursor.MoveOperation.End)
@@ -534,9 +621,10 @@ class MessageBlock(QFrame):
         self.regenerate_button.setVisible(visible and self.role == "assistant")
 
     def set_actions_enabled(self, enabled: bool) -> None:
-        """Edit / Regenerate are off while a reply is generated (Copy always works)."""
+        """Edit / Regenerate / Branch are off while a reply is generated (Copy always works)."""
         self.edit_button.setEnabled(enabled)
         self.regenerate_button.setEnabled(enabled)
+        self.branch_button.setEnabled(enabled)
         self.save_edit_button.setEnabled(enabled)
 
     def _render(self) -> None:
@@ -544,32 +632,206 @@ class MessageBlock(QFrame):
         self._append_timer.stop()
         doc = self.body.document()
         text = self.text
+        self._code = []
         if self.role == "assistant":
-            doc.setMarkdown(text, _MD_FEATURES)
-            self._shade_code_blocks()
+            think, closed, start = split_think(text)
+            self._think_open = think is not None and not closed
+            self._answer_start = start
+            self._show_think(think, closed)
+            answer = text[start:]
+            doc.setMarkdown(answer, _MD_FEATURES)
+            self._style_tables()  # first: it may drop an empty paragraph (block numbers change)
+            groups = self._code_groups()
+            self._shade_code_blocks(groups)
             if self._highlight and self.has_draft_text():
-                self._highlight_rendered(text)
+                self._highlight_rendered(answer, start)
+            self._colour_code(groups)
+            self._add_code_headers(groups)
+            self._rendered_dark = self._dark
         else:
             doc.setPlainText(text)
         self._last_render = time.monotonic()
+        self._place_copy_buttons()
 
-    def _shade_code_blocks(self) -> None:
-        doc = self.body.document()
-        block = doc.begin()
-        cursor = QTextCursor(doc)
+    # -- reasoning (<think>) ---------------------------------------------------------------------------
+    def _show_think(self, think: str | None, closed: bool) -> None:
+        self.think_button.setVisible(think is not None)
+        if think is None:
+            self.think_body.setVisible(False)
+            return
+        n = len(think.strip())
+        verb = "Thought" if closed or not self.streaming else "Thinking…"
+        self.think_button.setText(f"{verb} · {n:,} characters")
+        self.think_button.setArrowType(Qt.ArrowType.DownArrow if self._think_expanded else Qt.ArrowType.RightArrow)
+        self.think_body.setVisible(self._think_expanded)
+        if self._think_expanded:
+            self.think_body.setPlainText(think.strip())
+            self.think_body.setStyleSheet(
+                f"QTextBrowser {{ background: transparent; border: none; color: {self._muted.name()}; }}")
+
+    # -- code blocks ---------------------------------------------------------------------------------------
+    def _code_groups(self) -> list[list[int]]:
+        """The block numbers of each code block (Qt gives each line of a fence a block of its own)."""
+        groups: list[list[int]] = []
+        block = self.body.document().begin()
+        previous_was_code = False
         while block.isValid():
             fmt = block.blockFormat()
-            if fmt.hasProperty(QTextFormat.Property.BlockCodeLanguage) or fmt.hasProperty(
-                QTextFormat.Property.BlockCodeFence
-            ):
+            is_code = fmt.hasProperty(QTextFormat.Property.BlockCodeLanguage) or fmt.hasProperty(
+                QTextFormat.Property.BlockCodeFence)
+            if is_code:
+                if not previous_was_code:
+                    groups.append([])
+                groups[-1].append(block.blockNumber())
+            previous_was_code = is_code
+            block = block.next()
+        return groups
+
+    def _shade_code_blocks(self, groups: list[list[int]]) -> None:
+        doc = self.body.document()
+        cursor = QTextCursor(doc)
+        for group in groups:
+            for number in group:
+                block = doc.findBlockByNumber(number)
+                fmt = block.blockFormat()
                 fmt.setBackground(self._code_bg)
                 fmt.setLeftMargin(4)
+                fmt.setRightMargin(4)
                 cursor.setPosition(block.position())
                 cursor.setBlockFormat(fmt)
-            block = block.next()
 
-    def _highlight_rendered(self, raw: str) -> None:
-        flags = decode_draft_mask(self.draft_mask)
+    def _colour_code(self, groups: list[list[int]]) -> None:
+        """Pygments colours on each code block (foreground only: a draft highlight stays)."""
+        doc = self.body.document()
+        cursor = QTextCursor(doc)
+        cursor.beginEditBlock()
+        for group in groups:
+            blocks = [doc.findBlockByNumber(n) for n in group]
+            language = blocks[0].blockFormat().stringProperty(QTextFormat.Property.BlockCodeLanguage)
+            code = "\n".join(b.text() for b in blocks)
+            self._code.append((language_label(language, code), code))
+            starts = []  # the document position of each character of `code` (newlines: the block ends)
+            for b in blocks:
+                starts.extend(range(b.position(), b.position() + b.length()))
+            for start, end, style in highlight_runs(code, language, dark=self._dark):
+                fmt = QTextCharFormat()
+                fmt.setForeground(QColor(style.color))
+                if style.bold:
+                    fmt.setFontWeight(QFont.Weight.Bold)
+                if style.italic:
+                    fmt.setFontItalic(True)
+                cursor.setPosition(starts[start])
+                cursor.setPosition(starts[end - 1] + 1, QTextCursor.MoveMode.KeepAnchor)
+                cursor.mergeCharFormat(fmt)
+        cursor.endEditBlock()
+
+    def _add_code_headers(self, groups: list[list[int]]) -> None:
+        """A header line (the language; the Copy button goes on its right) above each code block."""
+        doc = self.body.document()
+        cursor = QTextCursor(doc)
+        label_fmt = QTextCharFormat()
+        label_fmt.setForeground(self._muted)
+        label_fmt.setFontPointSize(self.font().pointSizeF())
+        label_fmt.setFontWeight(QFont.Weight.DemiBold)
+        label_fmt.setFontFamilies([self.font().family()])
+        for (label, _code), group in zip(reversed(self._code), reversed(groups), strict=True):
+            first = doc.findBlockByNumber(group[0])
+            code_fmt = first.blockFormat()
+            cursor.setPosition(first.position())
+            cursor.insertBlock(code_fmt, first.charFormat())
+            header = QTextBlockFormat()
+            header.setBackground(self._code_header_bg)
+            header.setLeftMargin(4)
+            header.setRightMargin(4)
+            header.setTopMargin(CODE_HEADER_MARGIN)
+            header.setProperty(CODE_HEADER_PROPERTY, True)
+            cursor.setPosition(first.position())
+            cursor.setBlockFormat(header)
+            cursor.setBlockCharFormat(label_fmt)
+            cursor.insertText(f"  {label}", label_fmt)
+
+    def _copy_style(self) -> str:
+        return (f"QToolButton {{ padding: 0px 8px; border: 1px solid {self._muted.name()}; border-radius: 4px; }}"
+                f" QToolButton:hover {{ background: {self._code_header_bg.name()}; }}")
+
+    def _place_copy_buttons(self) -> None:
+        """One Copy button per code block, on the right of its header line."""
+        while len(self._copy_buttons) < len(self._code):
+            i = len(self._copy_buttons)
+            button = QToolButton(self.body.viewport())
+            button.setText("Copy")
+            button.setToolTip("Copy this code to the clipboard")
+            button.setAutoRaise(True)
+            button.setCursor(Qt.CursorShape.PointingHandCursor)
+            button.setStyleSheet(self._copy_style())
+            small = button.font()
+            small.setPointSizeF(max(7.0, small.pointSizeF() * 0.85))
+            button.setFont(small)
+            button.clicked.connect(lambda _c=False, k=i: self.copy_code(k))
+            self._copy_buttons.append(button)
+        doc = self.body.document()
+        layout = doc.documentLayout()
+        headers = []
+        block = doc.begin()
+        while block.isValid():
+            if block.blockFormat().boolProperty(CODE_HEADER_PROPERTY):
+                headers.append(block)
+            block = block.next()
+        for i, button in enumerate(self._copy_buttons):
+            if i >= len(self._code) or i >= len(headers):
+                button.hide()
+                continue
+            rect = layout.blockBoundingRect(headers[i])
+            size = button.sizeHint()
+            x = self.body.viewport().width() - size.width() - 6
+            line_top = rect.top() + CODE_HEADER_MARGIN  # the header's line, under its top margin
+            line_height = rect.height() - CODE_HEADER_MARGIN
+            height = size.height()
+            button.setGeometry(max(0, x), max(0, int(line_top + (line_height - height) / 2)), size.width(), height)
+            button.show()
+            button.raise_()
+
+    def copy_code(self, index: int) -> bool:
+        """Copy code block ``index`` to the clipboard."""
+        if not 0 <= index < len(self._code):
+            return False
+        label, code = self._code[index]
+        QGuiApplication.clipboard().setText(code)
+        self.codeCopied.emit(label)
+        return True
+
+    def _style_tables(self) -> None:
+        """Tables get visible cell borders and padding (Qt's Markdown tables have hairlines only)."""
+        border = mix(self._source_palette().color(QPalette.ColorRole.Base),
+                     self._source_palette().color(QPalette.ColorRole.Text), 0.3)
+        frames = list(self.body.document().rootFrame().childFrames())
+        while frames:
+            frame = frames.pop()
+            frames.extend(frame.childFrames())
+            if isinstance(frame, QTextTable):
+                fmt = frame.format()
+                fmt.setBorder(1)
+                fmt.setBorderBrush(border)
+                fmt.setBorderStyle(QTextFrameFormat.BorderStyle.BorderStyle_Solid)
+                fmt.setBorderCollapse(True)
+                fmt.setCellPadding(5)
+                fmt.setCellSpacing(0)
+                frame.setFormat(fmt)
+                cursor = QTextCursor(self.body.document())
+                for r in range(frame.rows()):
+                    for c in range(frame.columns()):
+                        cell = frame.cellAt(r, c)
+                        cursor.setPosition(cell.firstPosition())
+                        # Qt's Markdown reader puts an empty paragraph into the first cell of a table that
+                        # follows a code block: drop it (the cell's text moves up into its row)
+                        if not cursor.block().text() and cursor.block().next().position() < cell.lastPosition():
+                            cursor.deleteChar()
+                        first = cursor.blockFormat()
+                        first.setTopMargin(0)
+                        cursor.setBlockFormat(first)
+
+    def _highlight_rendered(self, raw: str, offset: int = 0) -> None:
+        flags = decode_draft_mask(self.draft_mask)[offset:]
         doc = self.body.document()
         mapping = align_rendered(raw, doc.toRawText())
         positions = [i for i, r in enumerate(mapping) if r >= 0 and flags[r]]
@@ -645,6 +907,8 @@ class MessageView(QScrollArea):
     editSubmitted = Signal(int, str)  # user message id, new text
     regenerateRequested = Signal(int)  # assistant message id
     messageCopied = Signal(int)  # message id
+    branchRequested = Signal(int)  # message id: a new chat up to it
+    codeCopied = Signal(str)  # language label of the code block copied
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -668,6 +932,7 @@ class MessageView(QScrollArea):
         self._actions_enabled = True
         self._stick = True
         self._restyling = False
+        self._query = ""
         bar = self.verticalScrollBar()
         bar.valueChanged.connect(self._on_scrolled)
         bar.rangeChanged.connect(self._on_range)
@@ -761,6 +1026,27 @@ class MessageView(QScrollArea):
         for block in self._blocks:
             block.set_actions_enabled(self._actions_enabled)
 
+    def mark_matches(self, query: str) -> int:
+        """Mark ``query`` in every message (case-insensitive) and scroll to the first match; "" clears.
+        Returns the number of matches."""
+        self._query = query
+        color = self._match_color()
+        total = 0
+        first: MessageBlock | None = None
+        for block in self._blocks:
+            n = block.mark(query, color)
+            if n and first is None:
+                first = block
+            total += n
+        if first is not None:
+            self._stick = False
+            self.ensureWidgetVisible(first, 0, 40)
+        return total
+
+    def _match_color(self) -> QColor:
+        base = self.palette().color(QPalette.ColorRole.Base)
+        return mix(base, QColor(250, 200, 40), 0.55 if _is_dark(self.palette()) else 0.45)
+
     def scroll_to_bottom(self) -> None:
         self._stick = True
         bar = self.verticalScrollBar()
@@ -772,6 +1058,10 @@ class MessageView(QScrollArea):
         block.copyClicked.connect(self._copy)
         block.editSubmitted.connect(self.editSubmitted)
         block.regenerateClicked.connect(self.regenerateRequested)
+        block.branchClicked.connect(self.branchRequested)
+        block.codeCopied.connect(self.codeCopied)
+        if self._query:
+            block.mark(self._query, self._match_color())
         block.set_actions_enabled(self._actions_enabled)
         self._layout.insertWidget(self._layout.count() - 1, block)
         self._blocks.append(block)
@@ -808,10 +1098,14 @@ class MessageView(QScrollArea):
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
         super().changeEvent(event)
         if event.type() == QEvent.Type.PaletteChange and not self._restyling:
-            self._restyling = True
-            try:
-                self._style_placeholder()
-                for block in self._blocks:
-                    block.apply_palette()
-            finally:
-                self._restyling = False
+            # later: the blocks read their parent's palette, which may not have changed yet
+            QTimer.singleShot(0, self._restyle)
+
+    def _restyle(self) -> None:
+        self._restyling = True
+        try:
+            self._style_placeholder()
+            for block in self._blocks:
+                block.apply_palette()
+        finally:
+            self._restyling = False

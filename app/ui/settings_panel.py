@@ -112,6 +112,9 @@ class PanelValues:
     MODEL_KEYS = ("gpu_layers", "n_ctx", "threads", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
                   "seed", "max_tokens", "draft_source", "draft_path")
     PAIR_KEYS = ("draft_max", "draft_min", "draft_p_min", "draft_gpu_layers", "adaptive")
+    # what a named preset holds besides the system prompt: sampling and speculation
+    PRESET_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "max_tokens",
+                   "draft_source", "draft_max", "draft_min", "adaptive", "draft_p_min")
 
 
 @dataclass
@@ -179,7 +182,7 @@ class SettingsPanel(QScrollArea):
         super().__init__(parent)
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setMinimumWidth(360)
+        self.setMinimumWidth(300)
         body = QWidget()
         self.setWidget(body)
         col = QVBoxLayout(body)
@@ -214,11 +217,16 @@ class SettingsPanel(QScrollArea):
         for key in DRAFT_SOURCES:
             self.source.addItem(_SOURCE_LABELS[key], key)
         self._spec_source = DEFAULT_SOURCE  # the draft source whose settings the speculation fields show
+        for combo in (self.source,):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(10)
         sform.addRow("Draft source", self.source)
         self.draft_model = QComboBox()
         self._draft_items = QStandardItemModel(self.draft_model)
         self.draft_model.setModel(self._draft_items)
         self.draft_model.setToolTip("Only models with the target's tokenizer can draft for it")
+        self.draft_model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.draft_model.setMinimumContentsLength(10)
         sform.addRow("Draft model", self.draft_model)
         self.draft_max = QSpinBox()
         self.draft_max.setRange(1, 32)
@@ -299,6 +307,9 @@ class SettingsPanel(QScrollArea):
         self.reset_button.clicked.connect(self.resetRequested)
         self._building = False
         self.set_values(PanelValues())
+        # never narrower than its content: a field cut off at the edge would hide its value
+        self.setMinimumWidth(max(300, body.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+                                 + 2 * self.frameWidth()))
 
     @staticmethod
     def _dspin(lo: float, hi: float, step: float, decimals: int, tip: str = "") -> QDoubleSpinBox:
@@ -358,6 +369,20 @@ class SettingsPanel(QScrollArea):
             self._building = False
         self._update_enabled()
         self.changed.emit()
+
+    def choose_source(self, source: str) -> None:
+        """Choose a draft source as the user would (its speculation settings start from its defaults)."""
+        i = self.source.findData(source)
+        if i >= 0 and i != self.source.currentIndex():
+            self.source.setCurrentIndex(i)
+
+    def choose_draft(self, path: str) -> bool:
+        """Choose a draft model as the user would; False when it is not offered (or incompatible)."""
+        item = self.draft_item(path)
+        if item is None or not item.isEnabled():
+            return False
+        self.draft_model.setCurrentIndex(self.draft_model.findData(path))
+        return True
 
     def request_settings(self) -> tuple[SamplingParams, int]:
         v = self.values()

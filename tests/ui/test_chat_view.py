@@ -190,7 +190,8 @@ def test_send_streams_pieces_saves_reply_and_shows_stats(qtbot, store, bridge, s
     assert "tok/s" in line and "tokens" in line and "s to first token" in line
     assert f"accepted {stats.accepted}/{stats.drafted} draft tokens" in line
     assert not blocks[1].marker.isVisible()
-    assert chat.send_button.text() == "Send" and chat.regenerate_button.isEnabled()
+    assert chat.send_button.text() == "Send"
+    assert blocks[1].regenerate_button.isVisibleTo(blocks[1]) and blocks[1].regenerate_button.isEnabled()
     assert chat.conversation_list.ids() == [cid]
 
     # persisted stats come back in a fresh view of the same store
@@ -254,8 +255,8 @@ def test_stop_mid_stream_keeps_reply_marked_stopped(qtbot, store, bridge, settin
     assert block.stats_label.text() == stats.summary()
     assert not chat.is_generating() and chat.send_button.text() == "Send"
 
-    # the stopped reply is part of the next request's history
-    assert chat.regenerate_button.isEnabled()
+    # the stopped reply can be regenerated from its own block
+    assert block.regenerate_button.isVisibleTo(block) and block.regenerate_button.isEnabled()
 
 
 def test_regenerate_replaces_last_reply(qtbot, store, bridge, settings, chat):
@@ -274,9 +275,13 @@ def test_regenerate_replaces_last_reply(qtbot, store, bridge, settings, chat):
     blocks = chat.message_view.blocks()
     assert [b.message_id for b in blocks] == [m.id for m in messages]
     assert blocks[-1].text == messages[-1].content
-    # and through the composer's button
+    # Regenerate is in one place only: the last reply's block (the composer has Send / Stop)
+    from PySide6.QtWidgets import QAbstractButton
+
+    labels = [b.text() for b in chat.findChildren(QAbstractButton) if b.isVisibleTo(chat)]
+    assert labels.count("Regenerate") == 1
     with qtbot.waitSignal(chat.generationFinished, timeout=REPLY_TIMEOUT_MS):
-        qtbot.mouseClick(chat.regenerate_button, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(blocks[-1].regenerate_button, Qt.MouseButton.LeftButton)
     again = store.get_messages(cid)
     assert len(again) == 2 and again[-1].created_at > messages[-1].created_at
 

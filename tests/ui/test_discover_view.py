@@ -48,7 +48,7 @@ def open_window(qtbot, env) -> MainWindow:
     w.confirm = lambda title, text: True
     qtbot.addWidget(w)
     w.show()
-    w.left_tabs.setCurrentWidget(w.discover)
+    w.show_page("discover")
     return w
 
 
