@@ -1,9 +1,12 @@
-"""Take the documentation screenshots from the real app (real models, real engine, offscreen or Xvfb).
+"""Take the documentation screenshots from the real app (real models, real engine) in a real X server:
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python packaging/screenshots.py docs/screenshots
+    Xvfb :99 -screen 0 1920x1200x24 &
+    DISPLAY=:99 QT_QPA_PLATFORM=xcb .venv/bin/python packaging/screenshots.py docs/screenshots
 
 Uses the reference models from the package index: SmolLM2-135M-Instruct F16 as target, its Q4_1 as draft,
-Gemma-3-270M as the incompatible model the draft picker must refuse.
+Gemma-3-270M as the incompatible model the draft picker must refuse. The replies are the models' own (greedy,
+drafted by the Q4_1: accepted draft tokens are shaded); the demo model does not reason, so the reasoning-block
+shot (``reply-code-think.png``) shows a stored reply written for it, under the real app's rendering.
 """
 
 from __future__ import annotations
@@ -31,6 +34,36 @@ def pause(app: QApplication, seconds: float) -> None:
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
 
 
+THINK_REPLY = """<think>
+The user wants the same task in two languages. Python has the built-in sum(); Rust sums an iterator.
+A small table will make the difference clear.
+</think>
+In Python the built-in does it:
+
+```python
+def total(values: list[float]) -> float:
+    \"\"\"The sum of the values (0 for an empty list).\"\"\"
+    return sum(values)
+```
+
+In Rust, sum an iterator:
+
+```rust
+fn total(values: &[f64]) -> f64 {
+    values.iter().sum()
+}
+```
+
+| | Python | Rust |
+|---|---|---|
+| Typing | dynamic | static |
+| Empty list | `0` | `0.0` |
+
+- both are one line
+- **Rust** checks the types at compile time
+"""
+
+
 def main(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication(sys.argv[:1])
@@ -39,7 +72,7 @@ def main(out: Path) -> int:
     from app.store.chats import ChatStore
     from app.store.db import open_database
     from app.store.settings import SettingsStore, model_key
-    from app.ui.main_window import APP_DEFAULTS, MainWindow
+    from app.ui.main_window import MainWindow
     from app.ui.theme import apply_theme
 
     work = Path(tempfile.mkdtemp(prefix="tandem-shots-"))
@@ -55,26 +88,43 @@ def main(out: Path) -> int:
     for theme in ("light", "dark"):
         apply_theme(app, theme)
         conn = open_database(work / f"{theme}.sqlite3")
-        settings = SettingsStore(conn, defaults=APP_DEFAULTS)
+        settings = SettingsStore(conn)
+        settings.set("load_last_model", False)
         settings.set("model_folders", [str(models)])
         settings.set_model_settings(model_key(target), {"n_ctx": 4096, "temperature": 0.0, "max_tokens": 200,
                                                         "draft_source": "draft-model", "draft_path": str(draft)})
         w = MainWindow(ChatStore(conn), settings, LocalLibrary([models], cache_path=work / "lib.json"))
         w.confirm = lambda title, text: True
-        w.resize(1500, 900)
+        w.resize(1280, 800)
         w.show()
         wait(app, lambda w=w: len(w.browser.models()) == 3 and not w.browser.is_busy())
         w.load_model(next(m for m in w.browser.models() if Path(m.path) == target))
         wait(app, lambda w=w: w.chat.model_ready() and w.speculation == "draft-model")
-        w.chat.set_highlight_drafts(theme == "dark")
-        w.highlight_action.setChecked(theme == "dark")
+        w.chat.set_highlight_drafts(True)
         w.chat.send("Write a Python function that checks whether a number is prime, with a docstring.")
         wait(app, lambda w=w: not w.chat.is_generating())
         pause(app, 1.5)  # the monitor and the final Markdown render
         w.grab().save(str(out / f"main-window-{theme}.png"))
+        for size in ((1920, 1080), (1024, 640)):
+            w.resize(*size)
+            pause(app, 1.0)
+            w.grab().save(str(out / f"main-window-{theme}-{size[0]}x{size[1]}.png"))
+        w.resize(1280, 800)
+        pause(app, 0.5)
         if theme == "dark":
-            w.chat.grab().save(str(out / "streamed-reply-draft-tokens.png"))
+            w.chat.message_view.grab().save(str(out / "streamed-reply-draft-tokens.png"))
             w.panel.grab().save(str(out / "settings-panel.png"))
+        else:
+            conv = w.chats.create_conversation("Reasoning and code")
+            w.chats.append_message(conv.id, "user", "Sum a list in Python and in Rust; compare them in a table.")
+            w.chats.append_message(conv.id, "assistant", THINK_REPLY)
+            w.chat.conversation_list.refresh()
+            w.chat.open_conversation(conv.id)
+            pause(app, 1.0)
+            w.chat.message_view.grab().save(str(out / "reply-code-think.png"))
+            w.chat.message_view.blocks()[-1].think_button.click()
+            pause(app, 0.5)
+            w.chat.message_view.grab().save(str(out / "reply-think-expanded.png"))
         w.close()
         wait(app, lambda w=w: not w.bridge.thread.isRunning())
     QTimer.singleShot(0, app.quit)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QGuiApplication, QKeyEvent, QPalette, QTextCursor
+from PySide6.QtGui import QFont, QGuiApplication, QKeyEvent, QPainter, QPalette, QTextCursor
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -99,6 +99,31 @@ class Composer(QPlainTextEdit):
             self.setFixedHeight(height)
 
 
+class _ElidedLabel(QLabel):
+    """A one-line label that ends in "…" when it is too narrow (``text()`` stays whole; the tooltip shows it)."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt override
+        super().setText(text)
+        self.setToolTip(text)
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt override
+        hint = super().minimumSizeHint()
+        hint.setWidth(min(hint.width(), 80))
+        return hint
+
+    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt override
+        painter = QPainter(self)
+        rect = self.contentsRect()
+        painter.setFont(self.font())
+        painter.setPen(self.palette().color(QPalette.ColorRole.WindowText))
+        elided = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, rect.width())
+        painter.drawText(rect, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), elided)
+
+
 @dataclass
 class _Stream:
     request_id: int
@@ -154,15 +179,14 @@ class ChatView(QWidget):
 
         header = QHBoxLayout()
         header.setContentsMargins(8, 0, 0, 0)
-        self.title_label = QLabel(UNTITLED)
+        self.title_label = _ElidedLabel(UNTITLED)
         title_font = QFont(self.title_label.font())
         title_font.setPointSizeF(title_font.pointSizeF() * 1.25)
         title_font.setBold(True)
         self.title_label.setFont(title_font)
-        self.title_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         header.addWidget(self.title_label, 1)
         self.highlight_button = QToolButton()
-        self.highlight_button.setText("Highlight draft tokens")
+        self.highlight_button.setText("Highlight drafts")
         self.highlight_button.setToolTip("Shade the text that came from draft tokens the model accepted")
         self.highlight_button.setCheckable(True)
         self.highlight_button.setAutoRaise(True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QEventLoop, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -62,6 +62,8 @@ __all__ = ["MainWindow", "DEFAULT_SIZE"]
 
 #: the first-run size (clamped to the screen): a 1280×800 laptop screen shows the whole window
 DEFAULT_SIZE = (1280, 800)
+#: below this window width the settings sidebar starts hidden (first run only; then it is remembered)
+WIDE_ENOUGH_FOR_SIDEBAR = 1200
 #: the chat page's splitter at its first run: transcript | settings sidebar
 _CHAT_SPLIT = (880, 330)
 
@@ -99,6 +101,7 @@ class MainWindow(QMainWindow):
         self._wanted_draft = ""
         self._last_pair_keys: tuple[str, str] | None = None
         self._auto_load_tried = False
+        self._first_layout = False  # no layout remembered yet: the first show picks the sidebar's visibility
         self.has_gpu_offload = bool(backend_info().get("gpu_offload"))
         # dialogs that tests replace: (title, text) -> bool
         self.confirm: Callable[[str, str], bool] = self._confirm_dialog
@@ -834,6 +837,7 @@ class MainWindow(QMainWindow):
     def _restore_layout(self) -> None:
         raw = self.settings.get("window_layout", None)
         if not isinstance(raw, dict):
+            self._first_layout = True  # decided when the window is first shown (see showEvent)
             return
         try:
             if raw.get("geometry"):
@@ -858,6 +862,13 @@ class MainWindow(QMainWindow):
             "chats_visible": self.chats_action.isChecked(),
             "page": self.current_page(),
         })
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if self._first_layout:
+            # first run on a small screen: the conversation gets the width, the sidebar is one click away
+            self._first_layout = False
+            self.panel_action.setChecked(self.width() >= WIDE_ENOUGH_FOR_SIDEBAR)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         self._save_model_settings()

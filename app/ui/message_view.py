@@ -697,6 +697,7 @@ class MessageBlock(QFrame):
                 fmt.setBackground(self._code_bg)
                 fmt.setLeftMargin(4)
                 fmt.setRightMargin(4)
+                fmt.setNonBreakableLines(False)  # long lines wrap: nothing is cut at the edge
                 cursor.setPosition(block.position())
                 cursor.setBlockFormat(fmt)
 

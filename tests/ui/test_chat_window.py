@@ -145,6 +145,7 @@ def test_hidpi_layout_scale_factor_2(env):
         "import time\nend = time.monotonic() + 30\n"
         "while (w.centre.currentWidget() is not w.chat or not w.browser.models()) and time.monotonic() < end:\n"
         "    app.processEvents()\n"
+        "w.panel_action.setChecked(True)  # the sidebar too (a first run at 1024 starts without it)\n"
         "for _ in range(20): app.processEvents()\n"
         "import json\n"
         "def r(x): return [x.mapTo(w, x.rect().topLeft()).x(), x.width()]\n"
@@ -520,3 +521,17 @@ def test_each_action_has_one_place(qtbot, env):
     assert labels.count("Regenerate") == 1 and labels.count("Edit") == 1 and "Stop" not in labels
     assert QColor(w.chat.legend.palette().window().color()).isValid()
     close_window(qtbot, w)
+
+
+def test_first_run_on_a_small_screen_starts_with_the_sidebar_hidden(qtbot, env):
+    w = open_window(qtbot, env, size=(1024, 640), load_last_model=False)
+    assert not w.panel.isVisible() and not w.panel_action.isChecked()
+    assert w.chat.width() >= 0.75 * (w.width() - w.rail.width())  # the conversation gets the width
+    w.model_bar.settings_button.click()
+    assert w.panel.isVisible() and w.panel_action.isChecked()
+    qtbot.waitUntil(lambda: rect_in(w.panel, w).right() < w.width(), timeout=3000)
+    _no_overlap(w)
+    close_window(qtbot, w)
+    w2 = open_window(qtbot, env, size=(1024, 640), load_last_model=False)
+    assert w2.panel.isVisible()  # remembered from then on
+    close_window(qtbot, w2)
