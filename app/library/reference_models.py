@@ -49,6 +49,7 @@ __all__ = [
     "cache_dir",
     "dequantize_gguf",
     "demo_model",
+    "demo_model_path",
     "ensure_demo_model",
     "gemma3_270m",
     "sha256_file",
@@ -473,6 +474,11 @@ def gemma3_270m(*, cache: Path | str | None = None, progress: Progress | None = 
 def demo_model() -> Path:
     """The app's bundled default model (SmolLM2-135M-Instruct Q4_1)."""
     return smollm2_q4_1()
+
+
+def demo_model_path() -> Path:
+    """Where the demo model is once fetched; fetches nothing (the app's first run looks there)."""
+    return cache_dir() / SMOLLM2_Q4_1_NAME
 
 
 def ensure_demo_model(progress: Progress | None = None) -> Path:

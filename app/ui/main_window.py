@@ -432,9 +432,9 @@ class MainWindow(QMainWindow):
         if not models:
             return  # the onboarding page is shown; the demo model's download scans again
         self._auto_load_tried = True
-        from app.library.reference_models import demo_model
+        from app.library.reference_models import demo_model_path
 
-        wanted = [Path(p) for p in (self.settings.get("last_model_path", None), demo_model()) if p]
+        wanted = [Path(p) for p in (self.settings.get("last_model_path", None), demo_model_path()) if p]
         for path in wanted:
             model = next((m for m in models if Path(m.path) == path), None)
             if model is not None:

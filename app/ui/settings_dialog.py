@@ -8,7 +8,8 @@ checked to be folders) rather than typed.
 Keys written: ``model_folders`` (list of path strings: the user's own folders), ``theme`` ("system" |
 "light" | "dark"), ``default_ctx`` (default context length, int 256..1048576), ``threads`` (int,
 0 = automatic), ``remember_past_chats`` (bool: draft from past chats; "Forget past chats" deletes what is
-remembered at once, through the window's callback). Defaults: ``DEFAULT_APP_SETTINGS``. Tandem's own models folder (:func:`~app.library.local.default_models_folder`) is always
+remembered at once, through the window's callback), ``load_last_model`` (bool: load the model used last when
+the app starts; the first time, the demo model). Defaults: ``DEFAULT_APP_SETTINGS``. Tandem's own models folder (:func:`~app.library.local.default_models_folder`) is always
 searched: the dialog shows it first, greyed, and never stores or removes it.
 """
 
@@ -170,6 +171,8 @@ class SettingsDialog(QDialog):
         form.addRow("Theme:", self.theme_combo)
         form.addRow("Default context length:", self.context_spin)
         form.addRow("CPU threads:", self.threads_spin)
+        self.load_last_check = QCheckBox("Load the last model at start (the first time: the demo model)", self)
+        form.addRow("Start:", self.load_last_check)
 
         # past chats (drafting from history)
         self.past_chats_check = QCheckBox("Draft from past chats", self)
@@ -228,6 +231,7 @@ class SettingsDialog(QDialog):
         self.context_spin.setValue(self._int_setting("default_ctx"))
         self.threads_spin.setValue(self._int_setting("threads"))
         self.past_chats_check.setChecked(bool(self.store.get("remember_past_chats")))
+        self.load_last_check.setChecked(bool(self.store.get("load_last_model")))
         self._show_past_chats_size()
         self._update_folder_buttons()
 
@@ -332,6 +336,7 @@ class SettingsDialog(QDialog):
             "default_ctx": self.context_spin.value(),
             "threads": self.threads_spin.value(),
             "remember_past_chats": self.past_chats_check.isChecked(),
+            "load_last_model": self.load_last_check.isChecked(),
         }
 
     def save(self) -> None:
