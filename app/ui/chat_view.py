@@ -691,9 +691,9 @@ class ChatView(QWidget):
             self._show_notice(f"The reply failed: {error}.{hint}", error=True)
             self.statusMessage.emit(f"Generation failed: {error}")
         elif status == "stopped":
-            self.statusMessage.emit(f"Stopped · {stats.summary()}" if stats else "Stopped")
+            self.statusMessage.emit("Stopped: the reply so far is kept")  # its stats are under it
         else:
-            self.statusMessage.emit(stats.summary() if stats else "Reply finished")
+            self.statusMessage.emit("Reply finished")  # its stats are under it and in the model bar
         self.conversation_list.refresh()
         self._update_controls()
         self.generationFinished.emit(stats if status != "error" else None)
