@@ -76,7 +76,7 @@ def main(out: Path) -> int:
             w.chat.grab().save(str(out / "streamed-reply-draft-tokens.png"))
             w.panel.grab().save(str(out / "settings-panel.png"))
         w.close()
-        wait(app, lambda w=w: not w.bridge.thread.isRunning())
+        wait(app, lambda w=w: not w.bridge.is_running())
     QTimer.singleShot(0, app.quit)
     print(f"screenshots in {out}")
     return 0

@@ -383,7 +383,7 @@ def test_bridge_progress_is_throttled_and_a_temporary_source_is_switched_off_aga
     report = done.args[0]
     # 40 repeats x 2 prompts x (off, draft-2, adaptive, the same request again in a new chat)
     assert report.meta["speculation"] == "history" and len(report.runs) == 40 * 2 * 4
-    assert bridge.worker.engine.proposer is None  # speculation was off before: off again
+    assert bridge.service.speculation() == "off"  # speculation was off before: off again
     times = [t for t, _ in progress.items]
     runs = [a[0] for a in progress.args if a[0].phase == "run"]
     assert progress.args[-1][0].phase == "done"
@@ -406,7 +406,7 @@ def test_bridge_errors_become_bench_failed(qtbot, bridge, tiny_target, tiny_othe
         assert bridge.run_benchmark(_options(tiny_target, PROMPTS), source="draft-model",
                                     draft=ModelSettings(tiny_other_vocab, n_ctx=512, n_threads=1))
     assert "refused" in failed.args[0]
-    assert bridge.worker.engine.proposer is None
+    assert bridge.service.speculation() == "off"
 
 
 def test_shutdown_while_benchmarking_is_prompt(qtbot, tiny_target, tiny_draft):
@@ -486,5 +486,5 @@ def test_main_window_tools_benchmark_blocks_chat_and_applies_the_pick(qtbot, tmp
         assert d.start()
     t0 = time.monotonic()
     w.close()
-    qtbot.waitUntil(lambda: not w.bridge.thread.isRunning(), timeout=15000)
+    qtbot.waitUntil(lambda: not w.bridge.is_running(), timeout=15000)
     assert time.monotonic() - t0 < 10

@@ -59,7 +59,7 @@ def load_tiny(qtbot, w: MainWindow) -> None:
 
 def close_window(qtbot, w: MainWindow) -> None:
     w.close()
-    qtbot.waitUntil(lambda: not w.bridge.thread.isRunning(), timeout=15000)
+    qtbot.waitUntil(lambda: not w.bridge.is_running(), timeout=15000)
 
 
 def test_load_pick_draft_chat_stop_and_reopen(qtbot, env):
