@@ -37,6 +37,7 @@ from app.engine.llama_backend import EngineError
 from app.engine.session import ChatSession
 from app.engine.speculative import GenerationResult, GenerationStats
 from app.server import schema
+from app.server.config import MAX_BODY_BYTES
 from app.server.models import ModelCatalog, ServedModels
 from app.server.schema import ApiError, CompletionParams
 from app.service.engine_service import (
@@ -64,7 +65,7 @@ _LMS_STOP = {"eos": "eosFound", "stop_string": "stopStringFound", "max_tokens": 
 class ServerSettings:
     api_key: str | None = None  # required as "Authorization: Bearer <key>" on /v1/* when set
     cors_origins: tuple[str, ...] = ()  # () = no CORS headers at all
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = MAX_BODY_BYTES
     sweep_seconds: float = 1.0  # how often the idle TTL is checked
 
 
@@ -85,6 +86,22 @@ class RequestRecord:
     drafted: int = 0
     accepted: int = 0
     message: str = ""
+
+    def summary(self) -> str:
+        """One line for a log: what was asked, how it ended, how fast, how much of the drafting was accepted."""
+        parts = [f"{self.method} {self.path} {self.status}"]
+        if self.model:
+            parts.append(self.model)
+        if self.completion_tokens:
+            parts.append(f"{self.completion_tokens} tokens · {self.tokens_per_second:.1f} tok/s · "
+                         f"{self.time_to_first_token:.2f} s to first token")
+        if self.drafted:
+            parts.append(f"accepted {self.accepted}/{self.drafted} draft tokens ({self.accepted / self.drafted:.0%})")
+        if self.outcome and self.outcome != DONE:
+            parts.append(self.outcome)
+        if self.message:
+            parts.append(self.message)
+        return " · ".join(parts)
 
 
 def _error(e: ApiError) -> JSONResponse:

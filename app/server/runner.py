@@ -1,7 +1,6 @@
 """Start and stop the local server: uvicorn in its own thread, on an `EngineService` shared with the app.
 
-`ServerConfig.validate` holds the safety rules: the server binds 127.0.0.1 unless told otherwise, and any
-other address needs an API key; CORS stays off unless origins are listed. `LocalServer.start()` returns
+`ServerConfig.validate` (app.server.config) holds the safety rules. `LocalServer.start()` returns
 once the port is bound (or raises `ServerError` with one readable line: port in use, bad address);
 `stop()` unloads the server's models and ends the thread. The request log (`RequestRecord`s) goes to the
 `on_record` callback, in the server's thread.
@@ -9,65 +8,21 @@ once the port is bound (or raises `ServerError` with one readable line: port in 
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import uvicorn
 
 from app.server.api import RequestRecord, ServerSettings, create_app
-from app.server.models import ModelCatalog, PresetSource, ServedModels, Speculation
+from app.server.config import ServerConfig, ServerError
+from app.server.models import ModelCatalog, PresetSource, ServedModels
 from app.service.engine_service import EngineService
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_TTL_SECONDS", "ServerConfig", "ServerError", "LocalServer",
-           "is_loopback"]
+__all__ = ["LocalServer", "STOP_KIND"]
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 1235  # next to LM Studio's 1234, so both can run
-DEFAULT_TTL_SECONDS = 600
 STOP_KIND = "server-stop"
-
-
-class ServerError(Exception):
-    """The server cannot start as configured (one readable line)."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass
-class ServerConfig:
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT  # 0: any free port (LocalServer.port says which)
-    api_key: str | None = None
-    cors_origins: tuple[str, ...] = ()
-    ttl_seconds: float = DEFAULT_TTL_SECONDS  # idle models are unloaded after this long (0: never)
-    max_body_bytes: int = ServerSettings.max_body_bytes
-    defaults: dict[Path, Speculation] = field(default_factory=dict)  # per model: speculation when none is asked
-
-    def validate(self) -> None:
-        if not self.host.strip():
-            raise ServerError("the address is empty")
-        if not (0 <= self.port <= 65535):
-            raise ServerError(f"the port must be between 0 and 65535, got {self.port}")
-        if not is_loopback(self.host) and not (self.api_key or "").strip():
-            raise ServerError(f"listening on {self.host} (not this computer only) needs an API key")
-        if self.ttl_seconds < 0:
-            raise ServerError(f"the idle TTL must be 0 (never) or more seconds, got {self.ttl_seconds}")
-        for origin in self.cors_origins:
-            if origin != "*" and not origin.startswith(("http://", "https://")):
-                raise ServerError(f"a CORS origin is '*' or starts with http:// or https://, got {origin!r}")
-
 
 class LocalServer:
     """The server's thread, its uvicorn instance and its models on `service`."""

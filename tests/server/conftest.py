@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from app.library.local import LocalLibrary
+from app.server.config import ServerConfig
 from app.server.models import ModelCatalog, PresetSource
-from app.server.runner import LocalServer, ServerConfig
+from app.server.runner import LocalServer
 from app.service.engine_service import EngineService
 from app.store.db import open_database
 from app.store.settings import SettingsStore

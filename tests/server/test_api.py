@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from app.server.runner import ServerConfig, ServerError
+from app.server.config import ServerConfig, ServerError
 from app.service.engine_service import OUTCOMES
 from app.store.db import open_database
 from app.store.settings import HISTORY_KEY, SettingsStore, model_key
