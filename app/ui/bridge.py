@@ -62,6 +62,7 @@ class EngineBridge(QObject):
     """Lives in the GUI thread: submits the UI's requests to the service and re-emits its events as signals."""
 
     _event = Signal(object)  # a service Event, from any thread: delivered queued to `_dispatch`
+    aboutToShutdown = Signal()  # the engine is about to stop: its other clients (the server) stop first
 
     def __init__(self, parent: QObject | None = None, *, history_folder: Path | None = None,
                  history_enabled: bool = True) -> None:
@@ -171,6 +172,7 @@ class EngineBridge(QObject):
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         """Stop generation, free the models in the worker thread, stop the thread. True if it stopped."""
+        self.aboutToShutdown.emit()
         self._unsubscribe()
         return self.service.shutdown(timeout_ms / 1000)
 

@@ -47,6 +47,7 @@ from app.ui.download_bridge import DownloadBridge
 from app.ui.model_browser import ModelBrowser
 from app.ui.onboarding import OnboardingPage
 from app.ui.resource_monitor import ResourceMonitor
+from app.ui.server_page import ServerPage
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.settings_panel import DraftChoice, PanelValues, SettingsPanel
 from app.ui.theme import apply_theme
@@ -151,6 +152,12 @@ class MainWindow(QMainWindow):
             self.show_message(f"cannot create the models folder: {e}", error=True)
         self.browser.set_folders(self.model_folders())
         self._update_centre()
+        self._add_server_page()
+
+    def _add_server_page(self) -> None:
+        """The Server page (the local OpenAI-compatible server on this window's engine service)."""
+        self.server_page = ServerPage(self.bridge, self.settings, self.model_folders)
+        self.left_tabs.addTab(self.server_page, "Server")
 
     # -- setup ------------------------------------------------------------------------------------------
     def _build_actions(self) -> None:
