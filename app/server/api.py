@@ -40,6 +40,7 @@ from app.server import schema
 from app.server.config import MAX_BODY_BYTES
 from app.server.models import ModelCatalog, ServedModels
 from app.server.schema import ApiError, CompletionParams
+from app.service.app_requests import FRAME_SECONDS
 from app.service.engine_service import (
     CANCELLED,
     DONE,
@@ -477,8 +478,25 @@ def _job(served: ServedModels, params: CompletionParams, model, model_id: str, c
             raise
         ctx.emit("ready", len(prompt))
         max_tokens = min(params.max_tokens, n_ctx - len(prompt))
-        result = engine.generate(prompt, params.sampling, max_tokens=max_tokens, stop=params.stop,
-                                 on_piece=lambda p: ctx.emit("piece", p.text), cancel=ctx.cancel)
+        buffer: list[str] = []
+        last = [0.0]
+
+        def on_piece(piece) -> None:
+            # coalesced like the app's stream: the first piece at once, then at most one hand-over per frame,
+            # so the server's thread wakes (and takes the GIL from the decoding loop) ≤ 60 times a second
+            buffer.append(piece.text)
+            now = time.monotonic()
+            if now - last[0] >= FRAME_SECONDS:
+                last[0] = now
+                ctx.emit("piece", "".join(buffer))
+                buffer.clear()
+
+        try:
+            result = engine.generate(prompt, params.sampling, max_tokens=max_tokens, stop=params.stop,
+                                     on_piece=on_piece, cancel=ctx.cancel)
+        finally:
+            if buffer:
+                ctx.emit("piece", "".join(buffer))
         if result.stats.stop_reason == "cancelled":
             raise RequestCancelled(result)
         return result
