@@ -122,7 +122,7 @@ def lmstudio_stats(stats: GenerationStats, draft_model: str | None) -> dict[str,
         "generation_time": round(stats.total_seconds, 4),
         "stop_reason": _LMS_STOP.get(stats.stop_reason, stats.stop_reason),
     }
-    if stats.drafted or draft_model:
+    if stats.drafted or draft_model or stats.proposer != GenerationStats.proposer:
         out.update({"draft_model": draft_model, "total_draft_tokens_count": stats.drafted,
                     "accepted_draft_tokens_count": stats.accepted, "rejected_draft_tokens_count": stats.rejected,
                     "ignored_draft_tokens_count": 0})
