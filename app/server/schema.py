@@ -34,8 +34,9 @@ ROLES = ("system", "user", "assistant")
 SPEC_FIELDS = tuple(f.name for f in fields(SpecSettings))  # draft_max, draft_min, draft_p_min, adaptive
 
 
-class ApiError(Exception):
-    """A request the server refuses: `status` (4xx/5xx), OpenAI's `type`, the `param` at fault, a `code`."""
+class ApiError(ValueError):
+    """A request the server refuses: `status` (4xx/5xx), OpenAI's `type`, the `param` at fault, a `code`.
+    (A ValueError: raised inside an engine request, it is an expected failure with a readable message.)"""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",  # noqa: A002
                  param: str | None = None, code: str | None = None) -> None:
