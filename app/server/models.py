@@ -220,8 +220,11 @@ class ServedModels:
         settings = _load_settings(model.path, stored)
         if slot is None:
             self._make_room(ctx, model, settings, spec, exclude=name)
-            engine = ctx.engine(name)
-            engine.load_target(settings, progress=lambda _f: not ctx.cancel.is_set())
+            try:
+                ctx.engine(name).load_target(settings, progress=lambda _f: not ctx.cancel.is_set())
+            except BaseException:
+                ctx.drop(name)
+                raise
             slot = _Slot(name, model, model_id)
             with self._lock:
                 self._slots[name] = slot

@@ -129,12 +129,12 @@ def unload(service: EngineService, slot: str = APP_SLOT) -> Ticket:
 
 def set_history_enabled(service: EngineService, enabled: bool) -> Ticket:
     """The privacy switch for drafting from past chats, for every engine (off: nothing read or written)."""
-    return service.submit(SET_HISTORY, lambda ctx: service.set_history_enabled_now(enabled))
+    return service.submit(SET_HISTORY, lambda ctx: ctx.set_history_enabled(enabled))
 
 
 def clear_history(service: EngineService) -> Ticket:
     """Forget what the engines remember of past chats (in memory and on disk)."""
-    return service.submit(CLEAR_HISTORY, lambda ctx: service.clear_history_now())
+    return service.submit(CLEAR_HISTORY, lambda ctx: ctx.clear_history())
 
 
 def generate(service: EngineService, request: GenerateRequest, slot: str = APP_SLOT, label: str = "chat") -> Ticket:

@@ -143,6 +143,17 @@ class JobContext:
     def emit(self, kind: str, *data: Any) -> None:
         self._service._publish(self.ticket, kind, data)
 
+    def set_history_enabled(self, enabled: bool) -> None:
+        """The past-chats switch of every engine, present and future."""
+        self._service._history_enabled = enabled
+        for engine in self._service._engines.values():
+            engine.set_history_enabled(enabled)
+
+    def clear_history(self) -> None:
+        """Forget every past chat, in memory (every engine) and on disk (the folder they share)."""
+        for engine in [*self._service._engines.values()] or [self.engine()]:
+            engine.clear_history()
+
 
 Job = Callable[[JobContext], Any]
 
@@ -263,18 +274,6 @@ class EngineService:
             engine = Engine(self._history_folder, history_enabled=self._history_enabled)
             self._engines[slot] = engine
         return engine
-
-    def set_history_enabled_now(self, enabled: bool) -> None:
-        """(worker thread) The past-chats switch of every engine, present and future."""
-        self._history_enabled = enabled
-        for engine in self._engines.values():
-            engine.set_history_enabled(enabled)
-
-    def clear_history_now(self) -> None:
-        """(worker thread) Forget every past chat (all engines share the folder)."""
-        self._engine(APP_SLOT).clear_history()
-        for engine in self._engines.values():
-            engine.clear_history()
 
     def _run(self) -> None:
         while True:
