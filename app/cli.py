@@ -368,10 +368,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     """`tandem serve`: the OpenAI-compatible server in the foreground until Ctrl-C."""
+    from app.engine.speculative import SpecSettings
     from app.library.local import LocalLibrary, default_models_folder
     from app.library.reference_models import cache_dir
     from app.server.config import ServerConfig, ServerError
-    from app.server.models import ModelCatalog, PresetSource, Speculation
+    from app.server.models import ModelCatalog, PresetSource
     from app.server.runner import LocalServer
     from app.server.schema import SpecChoice
     from app.service.engine_service import EngineService
@@ -400,15 +401,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise _CliError(f"{what} {name!r} is not in the library (folders: {', '.join(map(str, folders))})")
         return found
 
-    defaults = {}
     model = find(args.model, "model") if args.model else None
+    choice = SpecChoice()
     if model is not None and (args.draft or args.prompt_lookup):
+        _spec_from_args(args)  # checks --draft-min against --draft-max
         draft = find(args.draft, "draft model") if args.draft else None
-        source = sources.DRAFT_MODEL if draft else sources.HISTORY
-        defaults[model.path] = Speculation(source, draft.path if draft else None, _spec_from_args(args))
+        given = {f.name: getattr(args, f.name) for f in fields(SpecSettings) if getattr(args, f.name) is not None}
+        choice = SpecChoice(sources.DRAFT_MODEL if draft else sources.HISTORY,
+                            catalog.id_of(draft.path) if draft else None, given)
     api_key = args.api_key if args.api_key is not None else os.environ.get("TANDEM_API_KEY")
     config = ServerConfig(host=args.host, port=args.port, api_key=api_key or None, cors_origins=tuple(args.cors),
-                          ttl_seconds=args.ttl, defaults=defaults)
+                          ttl_seconds=args.ttl)
     service = EngineService(default_history_dir(), history_enabled=not args.no_past_chats)
 
     def log(record) -> None:
@@ -419,7 +422,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         server = LocalServer(service, catalog, config, presets=presets, on_record=log)
         if model is not None:
             mid = catalog.id_of(model.path) or model.file_name
-            spec = server.served.speculation(model, SpecChoice())
+            # --draft / --prompt-lookup: the pair's remembered preset, then the options given
+            spec = server.served.speculation(model, choice)
+            if choice.given():
+                server.served.set_default(model.path, spec)
             ticket = service.submit("server-load", lambda ctx: server.served.prepare(ctx, model, mid, spec),
                                     label=f"load {mid}")
             ticket.wait()

@@ -7,12 +7,7 @@ unless origins are listed; request bodies are bounded (`MAX_BODY_BYTES`).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from app.server.models import Speculation
+from dataclasses import dataclass
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_TTL_SECONDS", "MAX_BODY_BYTES", "ServerConfig", "ServerError",
            "is_loopback"]
@@ -44,7 +39,6 @@ class ServerConfig:
     cors_origins: tuple[str, ...] = ()
     ttl_seconds: float = DEFAULT_TTL_SECONDS  # idle models are unloaded after this long (0: never)
     max_body_bytes: int = MAX_BODY_BYTES
-    defaults: dict[Path, Speculation] = field(default_factory=dict)  # per model: speculation when none is asked
 
     def validate(self) -> None:
         if not self.host.strip():

@@ -156,15 +156,18 @@ class ServedModels:
     """The server's loaded models. `prepare` and `sweep` run in the engine's worker thread (inside requests)."""
 
     def __init__(self, catalog: ModelCatalog, presets: PresetSource, *, ttl_seconds: float = 600.0,
-                 defaults: dict[Path, Speculation] | None = None,
                  resources: Callable[[], monitor.Resources] = monitor.resources) -> None:
         self.catalog = catalog
         self.presets = presets
         self.ttl_seconds = ttl_seconds
-        self.defaults = dict(defaults or {})
+        self._defaults: dict[Path, Speculation] = {}
         self._resources = resources
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()  # guards _slots for readers in other threads (loaded_ids, idle)
+
+    def set_default(self, path: Path, spec: Speculation) -> None:
+        """The speculation of `path`'s requests that ask for none (`tandem serve --draft / --prompt-lookup`)."""
+        self._defaults[path] = spec
 
     # -- readable from any thread -------------------------------------------------------------------------
     def loaded_ids(self) -> list[str]:
@@ -192,8 +195,8 @@ class ServedModels:
                     raise ApiError(404, f"draft model '{choice.draft_model}' is not in the library (GET /v1/models)",
                                    param="draft_model", code="model_not_found")
                 draft = found.path
-        elif model.path in self.defaults:
-            d = self.defaults[model.path]
+        elif model.path in self._defaults:
+            d = self._defaults[model.path]
             return replace(d, spec=_spec_from(d.source, {}, choice.settings)) if choice.settings else d
         else:
             try:

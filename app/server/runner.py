@@ -33,8 +33,7 @@ class LocalServer:
         self.service = service
         self.catalog = catalog
         self.config = config
-        self.served = ServedModels(catalog, presets or PresetSource(None), ttl_seconds=config.ttl_seconds,
-                                   defaults=config.defaults)
+        self.served = ServedModels(catalog, presets or PresetSource(None), ttl_seconds=config.ttl_seconds)
         settings = ServerSettings(api_key=config.api_key or None, cors_origins=tuple(config.cors_origins),
                                   max_body_bytes=config.max_body_bytes)
         self.app = create_app(service, catalog, self.served, settings, on_record)
