@@ -594,10 +594,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _check_lazy_imports() -> None:
     """What the app imports only when a feature is used (the Hub, downloads, the token keyring, benchmark
-    plots) must be there too: an installer or bundle that lacks one fails the smoke test, not the user."""
+    plots, the local server's web stack) must be there too: an installer or bundle that lacks one fails the
+    smoke test, not the user."""
     try:
         import huggingface_hub.file_download  # noqa: F401  (http_get, used by downloads)
         import matplotlib.backends.backend_agg  # noqa: F401
+        import starlette.applications  # noqa: F401  (the local server)
+        import uvicorn.lifespan.on  # noqa: F401  (what uvicorn.Config imports by name)
+        import uvicorn.loops.auto  # noqa: F401
+        import uvicorn.protocols.http.auto  # noqa: F401
 
         from app.library import credentials, downloads, hub  # noqa: F401
 
@@ -605,7 +610,7 @@ def _check_lazy_imports() -> None:
         hub.HubClient(endpoint="http://127.0.0.1:9").api  # noqa: B018 - builds the client, no request
     except Exception as e:  # noqa: BLE001
         raise _CliError(f"smoke test failed: {type(e).__name__}: {e}") from None
-    print("[hub, downloads, keyring and plots: ok]", file=sys.stderr)
+    print("[hub, downloads, keyring, plots and server: ok]", file=sys.stderr)
 
 
 def _cmd_gui(argv: Sequence[str]) -> int:
