@@ -339,7 +339,9 @@ def test_dialog_without_a_model_and_while_a_reply_runs(qtbot, bridge, store, tin
     d = make_dialog(qtbot, bridge, store, BenchTarget(tiny_target, "off", None))
     custom(d, prompts_file, "2", repeats=1, max_tokens=8)
     with qtbot.waitSignal(bridge.events.pieces, timeout=30000):
-        bridge.generate(GenerateRequest([Message("user", "the value of data")], max_tokens=100000))
+        # greedy: this prompt runs to the end of the context (random sampling may end it at once)
+        bridge.generate(GenerateRequest([Message("user", "the value of data")], sampling=SamplingParams(temperature=0.0),
+                                        max_tokens=100000))
     assert not d.start()  # the engine is generating: refused, with the reason
     assert "reply is being generated" in d.status.text() and not d.is_running()
     bridge.stop()
