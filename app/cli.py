@@ -97,11 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     from app.engine.defaults import MAX_TOKENS, spec_defaults
     from app.engine.sampling import SamplingParams
     from app.engine.session import ModelSettings
+    from app.server.config import ServerConfig
 
     sampling = SamplingParams()
     load = ModelSettings(Path())
     by_draft, by_lookup = spec_defaults(sources.DRAFT_MODEL), spec_defaults(sources.HISTORY)
     bench_defaults = bench.BenchOptions(Path())
+    server_defaults = ServerConfig()
 
     p = _Parser(prog="tandem", description="Run GGUF language models locally, faster, with speculative decoding.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -194,6 +196,32 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--csv", metavar="OUT", help="write the summary table (CSV)")
     pb.add_argument("--plot", metavar="OUT.png", help="write the plot: tok/s vs draft tokens per category (PNG)")
     pb.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+    pv = sub.add_parser("serve", help="serve the library's models on an OpenAI-compatible HTTP API (docs/server.md)")
+    pv.add_argument("--host", default=server_defaults.host,
+                    help=f"address to listen on (default {server_defaults.host}: this computer only; "
+                         "any other needs --api-key)")
+    pv.add_argument("--port", type=_int_range(0, 65535, "--port"), default=server_defaults.port)
+    pv.add_argument("--model", "-m", help="load this model (library id or GGUF path) at start; others load on request")
+    vsrc = pv.add_mutually_exclusive_group()
+    vsrc.add_argument("--draft", "-md", help="draft model for --model (library id or GGUF path)")
+    vsrc.add_argument("--prompt-lookup", action="store_true", help=f"for --model: {HELP_HISTORY}")
+    pv.add_argument("--draft-max", type=_int_range(1, 32, "--draft-max"), default=None,
+                    help="draft tokens per round for --model (default: the source's, or the pair's remembered preset)")
+    pv.add_argument("--draft-min", type=_int_range(0, 32, "--draft-min"), default=None)
+    pv.add_argument("--draft-p-min", type=_float_range(0.0, 0.999, "--draft-p-min"), default=None)
+    pv.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None)
+    pv.add_argument("--api-key", default=None,
+                    help="require 'Authorization: Bearer KEY' (default: $TANDEM_API_KEY; needed off 127.0.0.1)")
+    pv.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                    help="allow browser pages from ORIGIN (repeatable; '*' for any); default: CORS off")
+    pv.add_argument("--ttl", type=_int_range(0, 10**7, "--ttl"), default=int(server_defaults.ttl_seconds),
+                    help="unload a model idle this many seconds (0: never)")
+    pv.add_argument("--models-dir", action="append", default=[], metavar="DIR",
+                    help="another folder of GGUF models (repeatable)")
+    pv.add_argument("--no-past-chats", action="store_true",
+                    help="drafting from history uses only the request, not past chats")
+    pv.add_argument("--quiet", "-q", action="store_true", help="no request log on stderr")
 
     ps = sub.add_parser("setup", help="fetch the bundled demo model (SmolLM2-135M-Instruct) into Tandem's cache")
     ps.add_argument("--quiet", "-q", action="store_true")
@@ -338,6 +366,92 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 130 if stats.stop_reason == "cancelled" else 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """`tandem serve`: the OpenAI-compatible server in the foreground until Ctrl-C."""
+    from app.engine.speculative import SpecSettings
+    from app.library.local import LocalLibrary, default_models_folder
+    from app.library.reference_models import cache_dir
+    from app.server.config import ServerConfig, ServerError
+    from app.server.models import ModelCatalog, PresetSource
+    from app.server.runner import LocalServer
+    from app.server.schema import SpecChoice
+    from app.service.engine_service import EngineService
+    from app.store.db import StoreError, default_db_path, default_history_dir, open_database
+    from app.store.settings import SettingsStore
+
+    if (args.draft or args.prompt_lookup) and not args.model:
+        raise _CliError("--draft and --prompt-lookup need --model (the model they draft for)", EXIT_USAGE)
+    try:
+        store = SettingsStore(open_database(default_db_path()))
+        folders = [Path(p) for p in store.get("model_folders") or []]
+        presets = PresetSource(lambda: SettingsStore(open_database(default_db_path())))
+    except (StoreError, OSError) as e:
+        print(f"tandem: the app's settings cannot be read ({e}): serving without remembered presets", file=sys.stderr)
+        folders, presets = [], PresetSource(None)
+    folders += [default_models_folder(), *[Path(d) for d in args.models_dir]]
+    if cache_dir().exists():
+        folders.append(cache_dir())
+    extra = [Path(p) for p in (args.model, args.draft) if p and Path(p).suffix.lower() == ".gguf"]
+    catalog = ModelCatalog(LocalLibrary(folders, cache_path=None), extra=extra)
+    catalog.refresh()
+
+    def find(name: str, what: str):
+        found = catalog.get(name) or (catalog.get(Path(name).stem) if Path(name).suffix else None)
+        if found is None:
+            raise _CliError(f"{what} {name!r} is not in the library (folders: {', '.join(map(str, folders))})")
+        return found
+
+    model = find(args.model, "model") if args.model else None
+    choice = SpecChoice()
+    if model is not None and (args.draft or args.prompt_lookup):
+        _spec_from_args(args)  # checks --draft-min against --draft-max
+        draft = find(args.draft, "draft model") if args.draft else None
+        given = {f.name: getattr(args, f.name) for f in fields(SpecSettings) if getattr(args, f.name) is not None}
+        choice = SpecChoice(sources.DRAFT_MODEL if draft else sources.HISTORY,
+                            catalog.id_of(draft.path) if draft else None, given)
+    api_key = args.api_key if args.api_key is not None else os.environ.get("TANDEM_API_KEY")
+    config = ServerConfig(host=args.host, port=args.port, api_key=api_key or None, cors_origins=tuple(args.cors),
+                          ttl_seconds=args.ttl)
+    service = EngineService(default_history_dir(), history_enabled=not args.no_past_chats)
+
+    def log(record) -> None:
+        if not args.quiet:
+            print(f"[{record.summary()}]", file=sys.stderr, flush=True)
+
+    try:
+        server = LocalServer(service, catalog, config, presets=presets, on_record=log)
+        if model is not None:
+            mid = catalog.id_of(model.path) or model.file_name
+            # --draft / --prompt-lookup: the pair's remembered preset, then the options given
+            spec = server.served.speculation(model, choice)
+            if choice.given():
+                server.served.set_default(model.path, spec)
+            ticket = service.submit("server-load", lambda ctx: server.served.prepare(ctx, model, mid, spec),
+                                    label=f"load {mid}")
+            ticket.wait()
+            if ticket.outcome != "done":
+                raise _CliError(f"cannot load {mid}: {ticket.error or 'cancelled'}")
+        server.start()
+    except ServerError as e:
+        service.shutdown()
+        raise _CliError(f"tandem serve: {e}", EXIT_USAGE) from None
+    except BaseException:
+        service.shutdown()
+        raise
+    n = len(catalog.models())
+    print(f"Tandem server: {server.base_url} · {n} model{'s' if n != 1 else ''} · "
+          f"{'API key required' if config.api_key else 'no API key'} · Ctrl-C stops", file=sys.stderr, flush=True)
+    try:
+        while server.running:
+            threading.Event().wait(0.5)
+    except KeyboardInterrupt:
+        print("tandem: stopping the server", file=sys.stderr)
+    finally:
+        server.stop()
+        service.shutdown()
+    return 0
+
+
 def _cmd_setup(args: argparse.Namespace) -> int:
     from app.library.reference_models import ensure_demo_model
 
@@ -480,10 +594,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _check_lazy_imports() -> None:
     """What the app imports only when a feature is used (the Hub, downloads, the token keyring, benchmark
-    plots) must be there too: an installer or bundle that lacks one fails the smoke test, not the user."""
+    plots, the local server's web stack) must be there too: an installer or bundle that lacks one fails the
+    smoke test, not the user."""
     try:
         import huggingface_hub.file_download  # noqa: F401  (http_get, used by downloads)
         import matplotlib.backends.backend_agg  # noqa: F401
+        import starlette.applications  # noqa: F401  (the local server)
+        import uvicorn.lifespan.on  # noqa: F401  (what uvicorn.Config imports by name)
+        import uvicorn.loops.auto  # noqa: F401
+        import uvicorn.protocols.http.auto  # noqa: F401
 
         from app.library import credentials, downloads, hub  # noqa: F401
 
@@ -491,7 +610,7 @@ def _check_lazy_imports() -> None:
         hub.HubClient(endpoint="http://127.0.0.1:9").api  # noqa: B018 - builds the client, no request
     except Exception as e:  # noqa: BLE001
         raise _CliError(f"smoke test failed: {type(e).__name__}: {e}") from None
-    print("[hub, downloads, keyring and plots: ok]", file=sys.stderr)
+    print("[hub, downloads, keyring, plots and server: ok]", file=sys.stderr)
 
 
 def _cmd_gui(argv: Sequence[str]) -> int:
@@ -514,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_cli(argv)
     commands = {"inspect": _cmd_inspect, "check-draft": _cmd_check_draft, "generate": _cmd_generate,
-                "chat": _cmd_chat, "bench": _cmd_bench, "setup": _cmd_setup}
+                "chat": _cmd_chat, "bench": _cmd_bench, "setup": _cmd_setup, "serve": _cmd_serve}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         if argv and not argv[0].startswith("-"):
             print(f"tandem: unknown command {argv[0]!r} (commands: {', '.join(commands)})", file=sys.stderr)

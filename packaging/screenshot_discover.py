@@ -184,7 +184,7 @@ def main(out: Path) -> int:
     w.grab().save(str(out / "discover-drafts.png"))
 
     w.close()
-    wait(app, lambda: not w.bridge.thread.isRunning(), 30, "closing")
+    wait(app, lambda: not w.bridge.is_running(), 30, "closing")
     hub.stop()
     shutil.rmtree(work, ignore_errors=True)  # the downloaded copies (~350 MB)
     print(f"screenshots in {out}")

@@ -126,7 +126,7 @@ def main(out: Path) -> int:
             pause(app, 0.5)
             w.chat.message_view.grab().save(str(out / "reply-think-expanded.png"))
         w.close()
-        wait(app, lambda w=w: not w.bridge.thread.isRunning())
+        wait(app, lambda w=w: not w.bridge.is_running())
     QTimer.singleShot(0, app.quit)
     print(f"screenshots in {out}")
     return 0

@@ -52,6 +52,7 @@ import platformdirs
 
 __all__ = [
     "default_history_dir",
+    "database_file",
     "APPLICATION_ID",
     "DB_FILENAME",
     "MIGRATIONS",
@@ -362,3 +363,9 @@ def move_aside(path: Path | str) -> Path:
     except OSError as exc:
         raise StoreError(f"cannot move {path} aside: {exc}", path) from exc
     return target
+
+
+def database_file(conn: sqlite3.Connection) -> Path | None:
+    """The file `conn` has open (None for an in-memory database): another thread opens it for itself."""
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return Path(row[2]) if row and row[2] else None

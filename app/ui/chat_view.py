@@ -44,9 +44,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine.chat_template import Message
 from app.engine.sampling import SamplingParams
-from app.engine.speculative import GenerationResult, GenerationStats, Piece
+from app.engine.speculative import GenerationResult, Piece
+from app.service import chat_turn
+from app.service.engine_service import DONE, FAILED
 from app.store.chats import ChatStore, ReplyWriter
 from app.store.db import StoreError
 from app.ui.bridge import EngineBridge, GenerateRequest
@@ -160,7 +161,7 @@ class ChatView(QWidget):
         self.request_settings = request_settings
         self._conversation_id: int | None = None
         self._active: _Stream | None = None
-        self._failed_turn: tuple[int, int, int] | None = None  # conversation, user message, reply
+        self._failed_turn: chat_turn.FailedTurn | None = None
         self._model_ready = False
 
         # -- left: conversations -------------------------------------------------------------------------
@@ -291,6 +292,8 @@ class ChatView(QWidget):
         events.loaded.connect(self._on_loaded)
         events.unloaded.connect(self._on_unloaded)
         events.loadFailed.connect(self._on_load_failed)
+        events.queued.connect(self._on_queued)
+        events.started.connect(self._on_started)
 
         self._style()
         ids = self.conversation_list.ids()
@@ -395,7 +398,7 @@ class ChatView(QWidget):
         if conv is None:
             return False
         self._conversation_id = conversation_id
-        if self._failed_turn is not None and self._failed_turn[0] != conversation_id:
+        if self._failed_turn is not None and self._failed_turn.conversation_id != conversation_id:
             self._failed_turn = None
         active = self._active
         if active is not None and active.conversation_id == conversation_id:
@@ -567,33 +570,10 @@ class ChatView(QWidget):
 
     def _drop_failed_turn(self, cid: int) -> None:
         failed, self._failed_turn = self._failed_turn, None
-        if failed is None or failed[0] != cid:
-            return
-        messages = self.store.get_messages(cid)
-        if (
-            len(messages) >= 2
-            and messages[-2].id == failed[1]
-            and messages[-1].id == failed[2]
-            and messages[-1].status == "error"
-            and not messages[-1].content
-        ):
-            self.store.truncate_after(cid, messages[-2].position - 1)
-            self.message_view.truncate_after(messages[-2].position - 1)
-
-    def _history(self, cid: int, exclude: int) -> list[Message]:
-        """The request's messages: complete/stopped user and assistant turns, same-role neighbours merged
-        (an error reply left out must not make two user turns in a row)."""
-        out: list[Message] = []
-        for m in self.store.get_messages(cid):
-            if m.id == exclude or m.role not in ("user", "assistant") or m.status not in ("complete", "stopped"):
-                continue
-            if not m.content:
-                continue
-            if out and out[-1].role == m.role:
-                out[-1] = Message(m.role, f"{out[-1].content}\n\n{m.content}")
-            else:
-                out.append(Message(m.role, m.content))
-        return out
+        position = chat_turn.failed_turn_to_drop(self.store.get_messages(cid), failed, cid)
+        if position is not None:
+            self.store.truncate_after(cid, position)
+            self.message_view.truncate_after(position)
 
     def _start(
         self,
@@ -610,7 +590,7 @@ class ChatView(QWidget):
         self.message_view.scroll_to_bottom()
         sampling, max_tokens = settings
         request = GenerateRequest(
-            messages=self._history(cid, exclude=writer.message_id),
+            messages=chat_turn.turn_messages(self.store.get_messages(cid), exclude=writer.message_id),
             system_prompt=self.system_prompt_edit.toPlainText(),
             sampling=sampling,
             max_tokens=max_tokens,
@@ -659,34 +639,43 @@ class ChatView(QWidget):
         active = self._active
         if active is None or request_id != active.request_id:
             return
-        stats = result.stats
-        status = "stopped" if stats.stop_reason == "cancelled" else "complete"
-        self._end(active, status, stats, None)
+        self._end(active, DONE, result, "")
 
     def _on_failed(self, request_id: int, message: str) -> None:
         active = self._active
         if active is None or request_id != active.request_id:
             return
-        self._end(active, "error", None, message or "generation failed")
+        self._end(active, FAILED, None, message)
 
-    def _end(self, active: _Stream, status: str, stats: GenerationStats | None, error: str | None) -> None:
+    def _on_queued(self, request_id: int, ahead: int, ahead_kind: str) -> None:
+        if self._active is not None and request_id == self._active.request_id:
+            self._show_notice(chat_turn.waiting_notice(ahead, ahead_kind), kind="queued")
+
+    def _on_started(self, request_id: int) -> None:
+        if self._active is not None and request_id == self._active.request_id and self.notice.property("kind") == "queued":
+            self._hide_notice()
+
+    def _end(self, active: _Stream, outcome: str, result: GenerationResult | None, message: str) -> None:
+        shown = self._conversation_id == active.conversation_id
+        end = chat_turn.end_turn(outcome, result, message, kind=active.kind, reply_text=active.writer.text,
+                                 user_text=active.user_text, conversation_id=active.conversation_id,
+                                 user_message_id=active.user_message_id, reply_id=active.writer.message_id,
+                                 input_is_empty=shown and not self.input.toPlainText().strip())
+        status, stats, error = end.status, end.stats, end.error
         self._active = None
         self._flush_timer.stop()
         try:
             active.writer.finish(status, stats_json(stats, error))  # type: ignore[arg-type]
         except (sqlite3.Error, StoreError) as e:
             self._show_notice(f"Could not save the reply: {e}", error=True)
-        shown = self._conversation_id == active.conversation_id
         if shown:
             self.message_view.finish(active.writer.message_id, status, stats, error)
         if status == "error":
-            restored = False
-            if shown and active.kind == "send" and not active.writer.text and not self.input.toPlainText().strip():
-                self.input.setPlainText(active.user_text)
+            restored = end.restore_text is not None
+            if restored:
+                self.input.setPlainText(end.restore_text)
                 self.input.moveCursor(QTextCursor.MoveOperation.End)
-                if active.user_message_id is not None:
-                    self._failed_turn = (active.conversation_id, active.user_message_id, active.writer.message_id)
-                restored = True
+                self._failed_turn = end.failed
             hint = " Your message is back in the input box: change it and send it again." if restored else ""
             self._show_notice(f"The reply failed: {error}.{hint}", error=True)
             self.statusMessage.emit(f"Generation failed: {error}")
@@ -718,7 +707,7 @@ class ChatView(QWidget):
     def _on_conversation_deleted(self, conversation_id: int) -> None:
         if self._active is not None and self._active.conversation_id == conversation_id:
             self.bridge.stop()  # its reply has nowhere to go; the writer's last save becomes a no-op
-        if self._failed_turn is not None and self._failed_turn[0] == conversation_id:
+        if self._failed_turn is not None and self._failed_turn.conversation_id == conversation_id:
             self._failed_turn = None
         if conversation_id == self._conversation_id:
             self._system_timer.stop()

@@ -53,6 +53,7 @@ from app.ui.nav_rail import NavRail
 from app.ui.onboarding import OnboardingPage
 from app.ui.presets_dialog import PresetsDialog
 from app.ui.resource_monitor import ResourceMonitor
+from app.ui.server_page import ServerPage
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.settings_panel import DraftChoice, PanelValues, SettingsPanel
 from app.ui.shortcuts_dialog import ShortcutsDialog, with_shortcut
@@ -176,6 +177,7 @@ class MainWindow(QMainWindow):
         self.add_page("models", "Models", self.browser, shortcut="Ctrl+2")
         self.add_page("discover", "Discover", self.discover, shortcut="Ctrl+3")
         self.add_page("benchmark", "Benchmark", self.benchmark_dialog, shortcut="Ctrl+4")
+        self._add_server_page()
         self.show_page("chat")
         self._connect()
         self._save_timer = QTimer(self)
@@ -194,6 +196,11 @@ class MainWindow(QMainWindow):
             self.show_message(f"cannot create the models folder: {e}", error=True)
         self.browser.set_folders(self.model_folders())
         self._update_centre()
+
+    def _add_server_page(self) -> None:
+        """The Server page (the local OpenAI-compatible server on this window's engine service)."""
+        self.server_page = ServerPage(self.bridge, self.settings, self.model_folders)
+        self.add_page("server", "Server", self.server_page, shortcut="Ctrl+5")
 
     # -- pages ------------------------------------------------------------------------------------------
     def add_page(self, key: str, title: str, widget: QWidget, icon: QIcon | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -82,13 +83,13 @@ def test_stop_mid_stream_keeps_text(qtbot, bridge):
     assert result.text.startswith("".join(p.text for p in got)[:1])
 
 
-def test_errors_become_events_not_exceptions(qtbot, bridge):
+def test_errors_become_events_not_exceptions(qtbot, bridge, tiny_target):
     bad = GenerateRequest(messages=[Message("user", "the value of data " * 2000)], max_tokens=8)
     with qtbot.waitSignal(bridge.events.failed, timeout=60000) as failed:
         bridge.generate(bad)
     assert "context" in failed.args[1]
     with qtbot.waitSignal(bridge.events.loadFailed, timeout=30000) as lf:
-        bridge.load_target(ModelSettings(bridge.worker.engine.target.settings.path.with_name("missing.gguf")))
+        bridge.load_target(ModelSettings(tiny_target.with_name("missing.gguf")))
     assert "no such file" in lf.args[1] or "not found" in lf.args[1]
 
 
@@ -118,3 +119,40 @@ def test_stop_pressed_before_the_worker_starts_the_reply_ends_it_as_stopped(qtbo
     with qtbot.waitSignal(bridge.events.finished, timeout=60000) as done:
         bridge.generate(_request(20))
     assert done.args[1].stats.stop_reason == "max_tokens"
+
+
+def test_events_reach_receiverless_callables_in_the_gui_thread(qtbot, bridge):
+    """pytest-qt's waitSignal connects a plain bound method (no QObject receiver): it must run in the GUI
+    thread, or its timeout timer is stopped from the wrong thread and a wait can hang forever."""
+    import threading
+
+    seen: list[str] = []
+
+    class Plain:
+        def on_finished(self, *_args: object) -> None:
+            seen.append(threading.current_thread().name)
+
+    plain = Plain()
+    bridge.events.finished.connect(plain.on_finished)
+    bridge.events.pieces.connect(lambda *_a: seen.append(threading.current_thread().name))
+    with qtbot.waitSignal(bridge.events.finished, timeout=60000):
+        bridge.generate(_request(20))
+    qtbot.waitUntil(lambda: len(seen) >= 2, timeout=10000)
+    assert set(seen) == {threading.main_thread().name}
+
+
+def test_a_reply_waits_behind_another_request_and_says_so(qtbot, bridge):
+    """A request of another client (the server's) runs first: the reply is queued behind it, then runs."""
+    gate = threading.Event()
+
+    def other_client(ctx) -> None:
+        while not (gate.is_set() or ctx.cancel.is_set()):
+            time.sleep(0.01)
+
+    other = bridge.service.submit("server", other_client, label="another client")
+    with qtbot.waitSignal(bridge.events.queued, timeout=30000) as queued:
+        rid = bridge.generate(_request(10))
+    assert queued.args[0] == rid and queued.args[1] >= 1 and queued.args[2] == "server"
+    with qtbot.waitSignal(bridge.events.finished, timeout=60000) as done:
+        gate.set()
+    assert done.args[0] == rid and other.outcome == "done"

@@ -59,7 +59,7 @@ def open_window(qtbot, env, size=(1280, 800), extra=None, **settings_values) -> 
 
 def close_window(qtbot, w: MainWindow) -> None:
     w.close()
-    qtbot.waitUntil(lambda: not w.bridge.thread.isRunning(), timeout=15000)
+    qtbot.waitUntil(lambda: not w.bridge.is_running(), timeout=15000)
 
 
 def model_named(w: MainWindow, stem: str):
@@ -85,17 +85,18 @@ def rect_in(widget: QWidget, ancestor: QWidget) -> QRect:
 
 def test_the_rail_has_the_pages_and_add_page_adds_one(qtbot, env):
     w = open_window(qtbot, env, load_last_model=False)
-    assert w.rail.keys() == ["chat", "models", "discover", "benchmark"]
+    assert w.rail.keys() == ["chat", "models", "discover", "benchmark", "server"]
+    assert w.page("server") is w.server_page and "Ctrl+5" in w.rail.button("server").toolTip()
     assert w.current_page() == "chat" and w.rail.current() == "chat"
     w.rail.button("models").click()
     assert w.current_page() == "models" and w.pages.currentWidget() is w.browser
     extra = QLabel("a page from elsewhere")
-    action = w.add_page("server", "Server", extra, shortcut="Ctrl+5")
-    assert w.rail.keys()[-1] == "server" and "Ctrl+5" in w.rail.button("server").toolTip()
+    action = w.add_page("notes", "Notes", extra, shortcut="Ctrl+6")
+    assert w.rail.keys()[-1] == "notes" and "Ctrl+6" in w.rail.button("notes").toolTip()
     action.trigger()
-    assert w.current_page() == "server" and w.pages.currentWidget() is extra
+    assert w.current_page() == "notes" and w.pages.currentWidget() is extra
     with pytest.raises(ValueError):
-        w.add_page("server", "Again", QLabel())
+        w.add_page("notes", "Again", QLabel())
     w.page_actions["chat"].trigger()
     assert w.current_page() == "chat"
     close_window(qtbot, w)

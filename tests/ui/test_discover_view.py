@@ -54,7 +54,7 @@ def open_window(qtbot, env) -> MainWindow:
 
 def close_window(qtbot, w: MainWindow) -> None:
     w.close()
-    qtbot.waitUntil(lambda: not w.bridge.thread.isRunning(), timeout=15000)
+    qtbot.waitUntil(lambda: not w.bridge.is_running(), timeout=15000)
 
 
 def search(qtbot, view: DiscoverView, text: str) -> int:

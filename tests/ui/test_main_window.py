@@ -59,7 +59,7 @@ def load_tiny(qtbot, w: MainWindow) -> None:
 
 def close_window(qtbot, w: MainWindow) -> None:
     w.close()
-    qtbot.waitUntil(lambda: not w.bridge.thread.isRunning(), timeout=15000)
+    qtbot.waitUntil(lambda: not w.bridge.is_running(), timeout=15000)
 
 
 def test_load_pick_draft_chat_stop_and_reopen(qtbot, env):
@@ -117,7 +117,11 @@ def test_load_pick_draft_chat_stop_and_reopen(qtbot, env):
 
 
 def test_gui_thread_never_freezes_while_streaming(qtbot, env):
-    """A heartbeat timer in the GUI thread: no gap over 100 ms while a reply streams at full speed."""
+    """A heartbeat timer in the GUI thread keeps beating while a reply streams at full speed.
+
+    A freeze guard, not a speed measurement: a GUI thread doing per-token work or waiting on the engine stops
+    the beat for seconds; a busy shared machine can delay one beat by a few hundred ms (measured up to 174 ms
+    with two spinning processes), so only a gap of a second counts as frozen."""
     w = open_window(qtbot, env)
     load_tiny(qtbot, w)
     w.chat.set_highlight_drafts(True)
@@ -153,7 +157,7 @@ def test_gui_thread_never_freezes_while_streaming(qtbot, env):
     longest = max(gaps)
     print(f"\nheartbeat: {len(gaps)} beats over {elapsed:.1f} s, longest gap {longest:.0f} ms, "
           f"{stats.decode_tokens_per_second:.0f} tok/s")
-    assert longest < 100, f"the GUI froze for {longest} ms"
+    assert longest < 1000, f"the GUI froze for {longest:.0f} ms"
     close_window(qtbot, w)
 
 

@@ -51,7 +51,7 @@ if sys.argv[2] == "first":
     wait(lambda: w.width() == 1100, 5)
     report["set_panel"] = w.splitter.sizes()[1]
 w.close()
-wait(lambda: not w.bridge.thread.isRunning(), 20)
+wait(lambda: not w.bridge.is_running(), 20)
 print(json.dumps(report))
 """
 
