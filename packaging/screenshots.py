@@ -64,6 +64,38 @@ fn total(values: &[f64]) -> f64 {
 """
 
 
+def server_page_shot(app: QApplication, w, out: Path) -> None:
+    """The Server page, running, after one real request from an OpenAI-style client (httpx)."""
+    import socket
+    import threading
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    page = w.server_page
+    page.port.setValue(port)
+    w.show_page("server")
+    assert page.start(), page.status.text()
+
+    def ask() -> None:
+        base = page.server.base_url
+        ids = [m["id"] for m in httpx.get(f"{base}/models", timeout=30).json()["data"]]
+        target = next(i for i in ids if i.endswith("F16"))
+        httpx.post(f"{base}/chat/completions", timeout=120, json={
+            "model": target, "max_tokens": 64, "temperature": 0,
+            "messages": [{"role": "user", "content": "List three prime numbers."}]})
+
+    t = threading.Thread(target=ask)
+    t.start()
+    wait(app, lambda: not t.is_alive())
+    pause(app, 0.5)
+    w.grab().save(str(out / "server-page.png"))
+    page.stop()
+    w.show_page("chat")
+
+
 def main(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication(sys.argv[:1])
@@ -125,6 +157,7 @@ def main(out: Path) -> int:
             w.chat.message_view.blocks()[-1].think_button.click()
             pause(app, 0.5)
             w.chat.message_view.grab().save(str(out / "reply-think-expanded.png"))
+            server_page_shot(app, w, out)
         w.close()
         wait(app, lambda w=w: not w.bridge.is_running())
     QTimer.singleShot(0, app.quit)
