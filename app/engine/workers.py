@@ -401,13 +401,17 @@ class RemoteCalls:
 def _loss_message(endpoints: Sequence[Endpoint], detail: str) -> str:
     gone = []
     for endpoint in endpoints:
-        for attempt in range(3):  # a killed worker's listening socket may close a moment after its connection
+        # refused: nothing listens there any more. A worker still alive accepts (into its backlog: it is busy
+        # with our old connection); a killed one's listening socket may close a moment after its connection
+        for _ in range(2):
             try:
                 socket.create_connection((endpoint.host, endpoint.port), timeout=1.0).close()
-            except OSError:
+            except ConnectionRefusedError:
                 gone.append(str(endpoint))
                 break
-            time.sleep(0.1 * (attempt + 1))
+            except OSError:
+                break
+            time.sleep(0.3)
     who = f"worker {', '.join(gone)}" if gone else f"a worker ({', '.join(map(str, endpoints))})"
     why = "connection lost" if "crashed" in detail else "could not connect"
     return (f"{who} stopped answering ({why}): the model is unloaded — the text generated so far is kept; "

@@ -1,0 +1,53 @@
+"""`tandem worker`, `tandem workers` and `--worker` / `--split` on the command line (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.fixtures_workers import free_port
+from tests.test_cli import assert_one_line_error, tandem
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--worker", "nohost"], "not HOST:PORT"),
+    (["--worker", "box:99999"], "port must be a number from 1 to 65535"),
+    (["--worker", "[::1]:50052"], "IPv6"),
+    (["--split", "1,1"], "--split needs at least one --worker"),
+    (["--worker", "127.0.0.1:50052", "--split", "1,x"], "numbers separated by commas"),
+])
+def test_bad_worker_options_exit_2_with_one_line(tiny_target, args, needle):
+    proc = tandem("generate", "-m", str(tiny_target), "-p", "hi", *args)
+    assert_one_line_error(proc, 2, needle)
+
+
+def test_worker_refuses_a_host_that_is_not_an_ipv4_address():
+    assert_one_line_error(tandem("worker", "--host", "example.org"), 2, "IPv4")
+
+
+def test_an_unreachable_worker_is_one_line_and_nothing_runs(rpc, tiny_target):
+    port = free_port()
+    proc = tandem("generate", "-m", str(tiny_target), "-p", "hi", "--worker", f"127.0.0.1:{port}")
+    assert_one_line_error(proc, 1, f"127.0.0.1:{port}", "unreachable")
+    assert proc.stdout == ""
+
+
+def test_workers_shows_each_worker_and_generate_runs_on_them(two_workers, tiny_target):
+    a, b = (str(w.endpoint) for w in two_workers)
+    dead = f"127.0.0.1:{free_port()}"
+    proc = tandem("workers", a, b, dead)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"{a}: RPC 7.0.0, 1 device") and "free of" in lines[0]
+    assert any(line.startswith(f"{b}: RPC 7.0.0") for line in lines)
+    assert f"worker {dead} is unreachable" in proc.stdout
+    info = json.loads(tandem("workers", a, "--json").stdout)
+    assert info[0]["endpoint"] == a and info[0]["devices"][0]["free"] > 0
+
+    local = tandem("generate", "-m", str(tiny_target), "-p", "def if", "-n", "24", "--temperature", "0", "--json")
+    remote = tandem("generate", "-m", str(tiny_target), "-p", "def if", "-n", "24", "--temperature", "0", "--json",
+                    "--worker", a, "--worker", b, "--split", "1,1,1")
+    assert remote.returncode == 0, remote.stderr
+    assert json.loads(remote.stdout)["tokens"] == json.loads(local.stdout)["tokens"]
+    assert "target layers: this machine 1" in remote.stderr and a in remote.stderr
