@@ -44,6 +44,8 @@ DEFAULT_APP_SETTINGS: Mapping[str, Any] = {
     "threads": 0,  # 0 = automatic
     "highlight_draft_tokens": False,  # shade text that came from accepted draft guesses
     "remember_past_chats": True,  # draft from past chats (kept on this computer, per tokenizer family)
+    "workers": [],  # "HOST:PORT" of other machines that hold part of the target (`tandem worker`)
+    "workers_enabled": True,  # off: the target loads on this machine only (the list is kept)
 }
 
 _MISSING: Any = object()

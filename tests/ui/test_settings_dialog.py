@@ -59,6 +59,7 @@ def test_loads_stored_values(qtbot, store: SettingsStore, tmp_path: Path) -> Non
     store.set("theme", "dark")
     store.set("default_ctx", 32768)
     store.set("threads", 6)
+    store.set("workers", ["127.0.0.1:50052", "not an address"])
     d = make(qtbot, store)
     assert d.values() == {
         "model_folders": [str(tmp_path), "/somewhere/else"],
@@ -66,6 +67,8 @@ def test_loads_stored_values(qtbot, store: SettingsStore, tmp_path: Path) -> Non
         "default_ctx": 32768,
         "threads": 6,
         "remember_past_chats": True,
+        "workers": ["127.0.0.1:50052"],
+        "workers_enabled": True,
     }
     assert d.theme_combo.currentText() == "Dark"
 
