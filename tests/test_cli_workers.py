@@ -51,3 +51,36 @@ def test_workers_shows_each_worker_and_generate_runs_on_them(two_workers, tiny_t
     assert remote.returncode == 0, remote.stderr
     assert json.loads(remote.stdout)["tokens"] == json.loads(local.stdout)["tokens"]
     assert "target layers: this machine 1" in remote.stderr and a in remote.stderr
+
+
+def test_a_worker_bound_beyond_loopback_warns_in_plain_words(rpc):
+    import subprocess
+    import sys
+    import time
+
+    from tests.fixtures_workers import ROOT
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--host", "0.0.0.0", "--port", str(port),
+                             "--threads", "1"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("listening on" in line for line in lines):
+            lines.append(proc.stderr.readline())
+        text = "".join(lines)
+        assert "no authentication and no encryption" in text and "SSH tunnel" in text
+        assert f"listening on 0.0.0.0:{port}" in text
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
+def test_a_port_in_use_is_one_line(rpc):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        assert_one_line_error(tandem("worker", "--port", str(port)), 1, f"cannot listen on 127.0.0.1:{port}")
