@@ -18,7 +18,13 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.cli_workers import WORKER_COMMANDS, add_worker_commands, add_worker_options, workers_from_args
+from app.cli_workers import (
+    WORKER_COMMANDS,
+    add_worker_commands,
+    add_worker_options,
+    prepare_process,
+    workers_from_args,
+)
 from app.engine import sources
 
 if TYPE_CHECKING:
@@ -536,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.desktop_integration import run_cli
 
         return run_cli(argv)
+    prepare_process(argv)
     commands = {"inspect": _cmd_inspect, "check-draft": _cmd_check_draft, "generate": _cmd_generate,
                 "chat": _cmd_chat, "bench": _cmd_bench, "setup": _cmd_setup, **WORKER_COMMANDS}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):

@@ -8,7 +8,9 @@ workers, half each) and measures, in one run, greedy decoding speed of
 * the target over the two workers through a relay that adds D ms to each direction of every connection
   (D = 1 and 5 by default: a round trip gets 2·D longer), speculative with the draft on this machine,
 
-and checks that every greedy run writes the same tokens as the all-local plain run (exit 1 if not).
+and checks that every greedy run writes the same tokens as the all-local plain run (exit 1 if not). This
+process and the workers run with the OpenMP spin setting tandem uses with workers
+(app.cli_workers.prepare_process), the all-local baseline too.
 
 Why a relay: this kernel has no ``netem`` qdisc (``tc qdisc add dev lo root netem delay 5ms`` is refused), so
 the latency is added in user space: the relay (this script with ``--relay``, one process per worker) accepts
@@ -238,6 +240,9 @@ def main() -> int:
     if len(sys.argv) == 5 and sys.argv[1] == "--relay":
         relay(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
         return 0
+    from app.cli_workers import prepare_process
+
+    prepare_process(["generate", "--worker"])  # what tandem does in a process that uses workers, before llama.cpp loads
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", choices=("f32", "f16"), default="f32")
     p.add_argument("--threads", "-t", type=int, default=2)

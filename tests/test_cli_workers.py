@@ -84,3 +84,20 @@ def test_a_port_in_use_is_one_line(rpc):
         s.listen(1)
         port = s.getsockname()[1]
         assert_one_line_error(tandem("worker", "--port", str(port)), 1, f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_openmp_threads_spin_briefly_in_workers_and_in_processes_that_use_them(monkeypatch):
+    import os
+
+    from app.cli_workers import OPENMP_SPIN_COUNT, prepare_process
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    prepare_process(["generate", "-m", "x.gguf", "-p", "hi"])
+    assert "GOMP_SPINCOUNT" not in os.environ  # a model on this machine only: llama.cpp's own behaviour
+    for argv in (["worker"], ["chat", "-w", "h:1"], ["bench", "--worker=h:1"]):
+        monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+        prepare_process(argv)
+        assert os.environ["GOMP_SPINCOUNT"] == OPENMP_SPIN_COUNT
+    monkeypatch.setenv("GOMP_SPINCOUNT", "5")
+    prepare_process(["worker"])
+    assert os.environ["GOMP_SPINCOUNT"] == "5"  # what the user set wins
