@@ -28,6 +28,7 @@ from app.engine.sampling import SamplingParams
 from app.engine.speculative import GenerationResult, Piece, RoundInfo, SpecSettings, generate
 from app.engine.units import format_memory
 from app.engine.workers import (
+    NO_RPC,
     Endpoint,
     RemoteCalls,
     WorkerError,
@@ -156,8 +157,6 @@ def _load_on_workers(
 ) -> tuple[Model, Placement]:
     """Every worker is looked at (`probe`) and the split planned before llama.cpp connects or allocates."""
     if not rpc_supported():
-        from app.engine.workers import NO_RPC
-
         raise WorkerError(NO_RPC)
     placement = plan_placement(settings, info, [probe(e) for e in settings.workers])
     n_local = placement.layers[0]

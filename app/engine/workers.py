@@ -60,6 +60,7 @@ __all__ = [
     "rpc_supported",
     "serve",
     "INSECURE_WARNING",
+    "NO_RPC",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -376,6 +377,8 @@ class RemoteCalls:
     def _check(self) -> None:
         if self.lost is not None:
             raise WorkerLost(self.lost)
+        if self._closed:
+            raise EngineError("the model on workers was closed")
 
     def _lose(self, detail: str) -> None:
         with self._wake:
