@@ -18,6 +18,13 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.cli_workers import (
+    WORKER_COMMANDS,
+    add_worker_commands,
+    add_worker_options,
+    prepare_process,
+    workers_from_args,
+)
 from app.engine import sources
 
 if TYPE_CHECKING:
@@ -166,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--prompt-file", "-f")
     pg.add_argument("--json", action="store_true", help="print one JSON object (text, tokens, stats) at the end")
     pg.add_argument("--quiet", "-q", action="store_true", help="no stats line on stderr")
+    add_worker_options(pg)
 
     pb = sub.add_parser("bench", help="benchmark speculation on this machine: off vs a sweep of settings, auto-tune")
     pb.add_argument("--model", "-m", required=True, help="target model (GGUF)")
@@ -196,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--csv", metavar="OUT", help="write the summary table (CSV)")
     pb.add_argument("--plot", metavar="OUT.png", help="write the plot: tok/s vs draft tokens per category (PNG)")
     pb.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    add_worker_options(pb)
 
     pv = sub.add_parser("serve", help="serve the library's models on an OpenAI-compatible HTTP API (docs/server.md)")
     pv.add_argument("--host", default=server_defaults.host,
@@ -240,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                     default=sampling.temperature)
     pt.add_argument("--smoke-test", action="store_true",
                     help="non-interactive check: load the model, answer one question, exit 0")
+    add_worker_options(pt)
+    add_worker_commands(sub, _int_range)
     return p
 
 
@@ -277,6 +288,19 @@ def _cmd_check_draft(args: argparse.Namespace) -> int:
     return 0 if verdict.compatible else EXIT_INCOMPATIBLE
 
 
+def _target_workers(args: argparse.Namespace) -> dict[str, object]:
+    try:
+        return workers_from_args(args)
+    except argparse.ArgumentTypeError as e:
+        raise _CliError(f"tandem {args.command}: {e}", EXIT_USAGE) from None
+
+
+def _say_placement(engine) -> None:
+    placement = engine.target_placement
+    if placement is not None:
+        print(f"tandem: target {placement.describe()}", file=sys.stderr)
+
+
 def _spec_from_args(args: argparse.Namespace) -> SpecSettings:
     """`generate`'s speculation settings: the draft source's defaults (spec_defaults), then what was given."""
     from app.engine.defaults import spec_defaults
@@ -307,6 +331,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if not prompt_text.strip():
         raise _CliError("the prompt is empty", EXIT_USAGE)
     spec = _spec_from_args(args)
+    on_workers = _target_workers(args)
 
     sampling = SamplingParams(
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
@@ -324,7 +349,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     old = signal.signal(signal.SIGINT, on_sigint)
     try:
         engine.load_target(ModelSettings(Path(args.model), n_gpu_layers=args.gpu_layers, n_ctx=args.ctx,
-                                         n_threads=args.threads))
+                                         n_threads=args.threads, **on_workers))
+        if not args.quiet:
+            _say_placement(engine)
         engine.set_spec(spec)
         if args.draft:
             engine.load_draft(ModelSettings(Path(args.draft), n_gpu_layers=args.draft_gpu_layers,
@@ -475,10 +502,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     else:
         model_path = Path(args.model)
     spec = _spec_from_args(args)
+    on_workers = _target_workers(args)
     engine = _engine(args)
     try:
         print(f"tandem: loading {model_path.name} …", file=sys.stderr)
-        engine.load_target(ModelSettings(model_path, n_ctx=args.ctx))
+        engine.load_target(ModelSettings(model_path, n_ctx=args.ctx, **on_workers))
+        _say_placement(engine)
         engine.set_spec(spec)
         if args.draft:
             engine.load_draft(ModelSettings(Path(args.draft), n_ctx=args.ctx))
@@ -542,7 +571,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     options = bench.BenchOptions(
         model=Path(args.model), draft=Path(args.draft) if args.draft else None, prompt_lookup=args.prompt_lookup,
         adaptive=not args.no_adaptive, prompts=prompts, threads=args.threads, n_ctx=args.ctx,
-        gpu_layers=args.gpu_layers, draft_gpu_layers=args.draft_gpu_layers, **explicit,
+        gpu_layers=args.gpu_layers, draft_gpu_layers=args.draft_gpu_layers, **_target_workers(args), **explicit,
     )  # fmt: skip
 
     cancel = threading.Event()
@@ -632,8 +661,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.desktop_integration import run_cli
 
         return run_cli(argv)
+    prepare_process(argv)
     commands = {"inspect": _cmd_inspect, "check-draft": _cmd_check_draft, "generate": _cmd_generate,
-                "chat": _cmd_chat, "bench": _cmd_bench, "setup": _cmd_setup, "serve": _cmd_serve}
+                "chat": _cmd_chat, "bench": _cmd_bench, "setup": _cmd_setup, "serve": _cmd_serve,
+                **WORKER_COMMANDS}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         if argv and not argv[0].startswith("-"):
             print(f"tandem: unknown command {argv[0]!r} (commands: {', '.join(commands)})", file=sys.stderr)

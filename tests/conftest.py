@@ -7,4 +7,4 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # the app's data folder (chats, settings, past-chats history for drafting): never the real user's in tests
 os.environ.setdefault("TANDEM_DATA_DIR", tempfile.mkdtemp(prefix="tandem-test-data-"))
 
-pytest_plugins = ["tests.fixtures_tiny", "tests.fixtures_real", "tests.fixtures_hub"]
+pytest_plugins = ["tests.fixtures_tiny", "tests.fixtures_real", "tests.fixtures_hub", "tests.fixtures_workers"]

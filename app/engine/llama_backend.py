@@ -14,9 +14,13 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import llama_cpp
 import numpy as np
+
+if TYPE_CHECKING:
+    from app.engine.workers import RemoteCalls
 
 __all__ = [
     "EngineError",
@@ -100,8 +104,17 @@ class Model:
         n_gpu_layers: int = 0,
         progress: Callable[[float], bool] | None = None,
         vocab_only: bool = False,
+        devices: Sequence[int] = (),
+        tensor_split: Sequence[float] = (),
+        remote: RemoteCalls | None = None,
     ) -> None:
-        """Load `path`. `progress(fraction)` is called while loading; return False from it to cancel."""
+        """Load `path`. `progress(fraction)` is called while loading; return False from it to cancel.
+
+        `devices` (ggml device pointers, e.g. workers' from app.engine.workers.rpc_devices) replace
+        llama.cpp's default choice of offload devices; `n_gpu_layers` layers go to them, split by
+        `tensor_split` (one share per device; empty: by their free memory). `remote` runs every llama.cpp
+        call of this model (and its contexts) that may reach a worker, turning a lost one into `WorkerLost`.
+        """
         _ensure_backend()
         self.path = Path(path)
         if not self.path.is_file():
@@ -110,6 +123,17 @@ class Model:
         params.n_gpu_layers = -1 if n_gpu_layers < 0 else int(n_gpu_layers)
         params.vocab_only = bool(vocab_only)
         params.use_extra_bufts = extra_buffer_types_enabled()
+        self.remote = remote
+        # the arrays llama.cpp reads while loading (kept for the life of the model)
+        self._devices = (ctypes.c_void_p * (len(devices) + 1))(*devices, None) if devices else None
+        if self._devices is not None:
+            params.devices = ctypes.addressof(self._devices)
+        if tensor_split:
+            n_max = int(llama_cpp.llama_max_devices())
+            if len(tensor_split) > n_max:
+                raise EngineError(f"{len(tensor_split)} devices to split over, this llama.cpp takes at most {n_max}")
+            self._split = (ctypes.c_float * n_max)(*tensor_split)
+            params.tensor_split = self._split
         self._cancelled = False
 
         def _on_progress(fraction: float, _user: ctypes.c_void_p) -> bool:
@@ -126,7 +150,7 @@ class Model:
 
         self._progress_cb = llama_cpp.llama_progress_callback(_on_progress)
         params.progress_callback = self._progress_cb
-        ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode("utf-8"), params)
+        ptr = self.call(llama_cpp.llama_model_load_from_file, str(self.path).encode("utf-8"), params)
         if not ptr:
             if self._cancelled:
                 raise LoadCancelled(f"loading cancelled: {self.path.name}")
@@ -153,6 +177,15 @@ class Model:
         self._piece_cache: dict[int, bytes] = {}
         self._eog_cache: dict[int, bool] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`: directly, or on the workers' guard thread for a model on workers."""
+        return fn(*args) if self.remote is None else self.remote.call(fn, *args)
+
+    @property
+    def lost(self) -> bool:
+        """Whether a worker of this model was lost (the model can no longer be used, nor freed)."""
+        return self.remote is not None and self.remote.lost is not None
 
     def _meta_str(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(256)
@@ -227,8 +260,13 @@ class Model:
 
     def close(self) -> None:
         if getattr(self, "ptr", None):
-            llama_cpp.llama_model_free(self.ptr)
+            if self.lost:  # freeing would wait for the dead worker for ever: the memory stays taken
+                self.remote.keep(self)
+            else:
+                self.call(llama_cpp.llama_model_free, self.ptr)
             self.ptr = None
+        if getattr(self, "remote", None) is not None:
+            self.remote.close()
 
     def __enter__(self) -> Model:
         return self
@@ -279,7 +317,7 @@ class Context:
 
         self._abort_cb = llama_cpp.ggml_abort_callback(_abort_cb)
         params.abort_callback = self._abort_cb
-        ptr = llama_cpp.llama_init_from_model(model.ptr, params)
+        ptr = model.call(llama_cpp.llama_init_from_model, model.ptr, params)
         if not ptr:
             raise EngineError(f"could not create a context of {n_ctx} tokens for {model.path.name} (not enough memory?)")
         self.ptr = ptr
@@ -307,11 +345,11 @@ class Context:
             return
         if n_keep < 0:
             n_keep = 0
-        ok = llama_cpp.llama_memory_seq_rm(self.mem, 0, n_keep, -1)
+        ok = self.model.call(llama_cpp.llama_memory_seq_rm, self.mem, 0, n_keep, -1)
         if not ok:
             # a model whose memory cannot drop a partial sequence (recurrent): start over from the top, and
             # keep the mirror true to the cache, so the next decode is positioned right
-            llama_cpp.llama_memory_clear(self.mem, True)
+            self.model.call(llama_cpp.llama_memory_clear, self.mem, True)
             self.tokens.clear()
             if n_keep > 0:
                 raise RollbackFailed(
@@ -322,7 +360,7 @@ class Context:
         del self.tokens[n_keep:]
 
     def clear(self) -> None:
-        llama_cpp.llama_memory_clear(self.mem, True)
+        self.model.call(llama_cpp.llama_memory_clear, self.mem, True)
         self.tokens.clear()
 
     def common_prefix(self, tokens: Sequence[int]) -> int:
@@ -372,10 +410,10 @@ class Context:
                     pos[j] = pos0 + j
                     logits[j] = last_chunk and (all_rows or j == m - 1)
                 batch.n_tokens = m
-                rc = llama_cpp.llama_decode(self.ptr, batch)
+                rc = self.model.call(self._decode_now, batch)
                 if rc != 0:
                     # the failed batch may have left partial entries: make the cache match our record again
-                    llama_cpp.llama_memory_seq_rm(self.mem, 0, pos0, -1)
+                    self.model.call(llama_cpp.llama_memory_seq_rm, self.mem, 0, pos0, -1)
                     if rc == 2 or (cancel is not None and cancel.is_set()):
                         raise DecodeAborted("decoding was aborted")
                     if rc == 1:
@@ -388,6 +426,15 @@ class Context:
             self._cancel = None
             self._decoding = False
         return rows
+
+    def _decode_now(self, batch: Any) -> int:
+        """llama_decode, and for a model on workers also the wait for its result: llama.cpp computes
+        asynchronously, and a worker lost while it does must surface here, on the workers' guard thread
+        (then reading the logits never waits)."""
+        rc = llama_cpp.llama_decode(self.ptr, batch)
+        if self.model.remote is not None and rc == 0:
+            llama_cpp.llama_synchronize(self.ptr)
+        return int(rc)
 
     @property
     def decoding(self) -> bool:
@@ -416,8 +463,11 @@ class Context:
 
     def close(self) -> None:
         if getattr(self, "ptr", None):
-            llama_cpp.llama_batch_free(self._batch)
-            llama_cpp.llama_free(self.ptr)
+            if self.model.lost:  # see Model.close
+                self.model.remote.keep(self)
+            else:
+                llama_cpp.llama_batch_free(self._batch)
+                self.model.call(llama_cpp.llama_free, self.ptr)
             self.ptr = None
 
     def __enter__(self) -> Context:

@@ -66,6 +66,7 @@ __all__ = [
     "compute_working_bytes",
     "estimate_load",
     "estimate_model",
+    "estimate_split",
     "kv_cache_bytes",
     "rough_load_bytes",
 ]
@@ -360,3 +361,38 @@ def rough_load_bytes(file_size: int, n_ctx: int = 4096) -> int:
         return 0
     scale = max(n_ctx, 1) / 4096
     return int(file_size + 0.12 * file_size * scale + 64 * _MIB * scale + 100 * _MIB)
+
+
+def estimate_split(
+    info: ModelInfo, n_ctx: int, layers: list[int], n_ubatch: int = 512, n_outputs: int = 1,
+    cache_type: str = "f16",
+) -> list[int]:
+    """Bytes each place needs when a model's layers are split as `layers` (this machine first, then each
+    worker, as app.engine.workers.layer_split gives them), the way llama.cpp places them: this machine keeps
+    the input embeddings and the first layers; each worker holds its layers' weights, their KV cache and a
+    compute buffer (reserved in full, as on a GPU); the output layer goes with the last layer.
+
+    This machine's figure is its resident RAM as in `estimate_model` (working compute scratch, logits,
+    vocabulary and file metadata)."""
+    per_layer, embeddings, output, tied_copy = _layer_weights(info)
+    n_local = layers[0]
+    kv_per_layer = kv_cache_bytes(info, n_ctx, cache_type, cache_type, 1)
+    logits = 4 * info.vocab_size * max(1, n_outputs)
+    overhead = VOCAB_BASE_BYTES + VOCAB_BYTES_PER_TOKEN * info.vocab_size
+    overhead += max(0, info.file_size - sum(t.n_bytes for t in info.tensors))
+    local = sum(per_layer[:n_local]) + embeddings + n_local * kv_per_layer + logits + overhead
+    out = [local]
+    start = n_local
+    last_remote = max((i for i, n in enumerate(layers) if i > 0 and n > 0), default=0)
+    reserved = compute_reserved_bytes(info, n_ctx, n_ubatch)
+    for i, n in enumerate(layers[1:], start=1):
+        b = sum(per_layer[start:start + n]) + n * kv_per_layer + (reserved if n else 0)
+        if i == last_remote and n_local == 0:
+            b += output + tied_copy
+        out.append(b)
+        start += n
+    if n_local:
+        out[0] += output + compute_working_bytes(info, n_ctx, n_ubatch, n_outputs)
+    else:
+        out[0] += 4 * n_ubatch * 2 * (info.embedding_length or 0)
+    return out

@@ -22,11 +22,28 @@ from app.engine.compat import Verdict, check_draft_compatibility
 from app.engine.gguf_info import ModelInfo, inspect_gguf
 from app.engine.history_store import DEFAULT_MAX_BYTES, HistoryStore, tokenizer_fingerprint
 from app.engine.llama_backend import Context, EngineError, Model, SpeculationUnsupported
+from app.engine.memory import estimate_split
 from app.engine.proposers import DraftModelProposer, DraftWithHistoryProposer, HistoryProposer, Proposer
 from app.engine.sampling import SamplingParams
 from app.engine.speculative import GenerationResult, Piece, RoundInfo, SpecSettings, generate
+from app.engine.units import format_memory
+from app.engine.workers import (
+    NO_RPC,
+    Endpoint,
+    RemoteCalls,
+    WorkerError,
+    WorkerInfo,
+    WorkerLost,
+    layer_split,
+    probe,
+    rpc_devices,
+    rpc_supported,
+)
 
-__all__ = ["ModelSettings", "Engine", "ChatSession", "IncompatibleDraft", "SpeculationUnsupported", "DRAFT_SOURCES"]
+__all__ = [
+    "ModelSettings", "Engine", "ChatSession", "IncompatibleDraft", "SpeculationUnsupported", "DRAFT_SOURCES",
+    "Placement", "plan_placement", "WorkerError", "WorkerLost",
+]
 
 DRAFT_SOURCES = sources.DRAFT_SOURCES
 
@@ -47,6 +64,10 @@ class ModelSettings:
     n_ctx: int = 4096
     n_threads: int | None = None
     n_batch: int = 512
+    # other machines that hold part of the model (llama.cpp RPC workers, app.engine.workers)
+    workers: tuple[Endpoint, ...] = ()
+    # shares of the layers: this machine first, then each worker (None: all on the workers, by free memory)
+    split: tuple[float, ...] | None = None
 
     def validate(self) -> None:
         if not (16 <= self.n_ctx <= 1_048_576):
@@ -57,6 +78,47 @@ class ModelSettings:
             raise ValueError(f"threads must be between 1 and 512, got {self.n_threads}")
         if not (1 <= self.n_batch <= 65536):
             raise ValueError(f"batch size must be between 1 and 65536, got {self.n_batch}")
+        if len(set(self.workers)) != len(self.workers):
+            raise ValueError("the same worker is listed twice")
+        if self.split is not None:
+            if not self.workers:
+                raise ValueError("a split needs workers to split over")
+            if len(self.split) != 1 + len(self.workers):
+                raise ValueError(f"the split needs {1 + len(self.workers)} shares (this machine, then each "
+                                 f"worker), got {len(self.split)}")
+            if any(s < 0 for s in self.split) or sum(self.split) <= 0:
+                raise ValueError("the split's shares must be 0 or more, at least one of them positive")
+        if self.workers and self.n_gpu_layers != 0:
+            raise ValueError("with workers, this machine's share of the model runs on its CPU: set GPU layers to 0")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model on workers lives: layers and estimated bytes per place (this machine first)."""
+
+    workers: tuple[WorkerInfo, ...]
+    layers: tuple[int, ...]
+    bytes: tuple[int, ...]
+
+    def describe(self) -> str:
+        """'layers: this machine 0 (52 MiB), 127.0.0.1:50052 15 (300 MiB of 20.1 GiB free), ...'."""
+        parts = [f"this machine {self.layers[0]} ({format_memory(self.bytes[0])})"]
+        for w, n, b in zip(self.workers, self.layers[1:], self.bytes[1:], strict=True):
+            parts.append(f"{w.endpoint} {n} ({format_memory(b)} of {format_memory(w.free)} free)")
+        return "layers: " + ", ".join(parts)
+
+
+def plan_placement(settings: ModelSettings, info: ModelInfo, workers: Sequence[WorkerInfo]) -> Placement:
+    """Split `info`'s layers over this machine and `workers` (the settings' split, else all on the workers by
+    their free memory) and estimate each place's memory; a worker whose share does not fit is refused."""
+    shares = settings.split if settings.split is not None else (0.0, *(float(w.free) for w in workers))
+    layers = layer_split(info.block_count, shares)
+    need = estimate_split(info, settings.n_ctx, layers, n_ubatch=min(settings.n_batch, settings.n_ctx))
+    for w, n, b in zip(workers, layers[1:], need[1:], strict=True):
+        if n and b > w.free:
+            raise WorkerError(f"worker {w.endpoint}: its {n} layers need about {format_memory(b)}, it has "
+                              f"{format_memory(w.free)} free — give it a smaller share (split) or a smaller context")
+    return Placement(tuple(workers), tuple(layers), tuple(need))
 
 
 @dataclass
@@ -65,6 +127,7 @@ class _Loaded:
     info: ModelInfo
     model: Model
     ctx: Context
+    placement: Placement | None = None
 
     def close(self) -> None:
         self.ctx.close()
@@ -74,13 +137,45 @@ class _Loaded:
 def _load(settings: ModelSettings, progress: Callable[[float], bool] | None) -> _Loaded:
     settings.validate()
     info = inspect_gguf(settings.path)  # a clear error for a missing/corrupt file before llama.cpp sees it
-    model = Model(settings.path, n_gpu_layers=settings.n_gpu_layers, progress=progress)
+    if settings.workers:
+        model, placement = _load_on_workers(settings, info, progress)
+    else:
+        model, placement = Model(settings.path, n_gpu_layers=settings.n_gpu_layers, progress=progress), None
     try:
-        ctx = Context(model, n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=settings.n_threads)
+        # all layers on workers: this machine only looks up the input embeddings, and more than one thread
+        # would only spin-wait on its cores while the workers compute (measured: prompts 20x slower on 2 cores)
+        threads = 1 if placement is not None and placement.layers[0] == 0 else settings.n_threads
+        ctx = Context(model, n_ctx=settings.n_ctx, n_batch=settings.n_batch, n_threads=threads)
     except BaseException:
         model.close()
         raise
-    return _Loaded(settings, info, model, ctx)
+    return _Loaded(settings, info, model, ctx, placement)
+
+
+def _load_on_workers(
+    settings: ModelSettings, info: ModelInfo, progress: Callable[[float], bool] | None
+) -> tuple[Model, Placement]:
+    """Every worker is looked at (`probe`) and the split planned before llama.cpp connects or allocates."""
+    if not rpc_supported():
+        raise WorkerError(NO_RPC)
+    placement = plan_placement(settings, info, [probe(e) for e in settings.workers])
+    n_local = placement.layers[0]
+    n_offload = -1 if n_local == 0 else info.block_count - n_local  # -1: the output layer goes too
+    remote = RemoteCalls(settings.workers)
+    try:
+        devices: list[int] = []
+        split: list[float] = []
+        for w, n in zip(placement.workers, placement.layers[1:], strict=True):
+            devs = rpc_devices(w.endpoint, remote)
+            devices += devs
+            free = [d.free for d in w.devices][: len(devs)]
+            split += [n * f / max(1, sum(free)) for f in free]  # a worker's layers over its devices
+        model = Model(settings.path, n_gpu_layers=n_offload, progress=progress, devices=devices,
+                      tensor_split=split, remote=remote)
+    except BaseException:
+        remote.close()
+        raise
+    return model, placement
 
 
 class Engine:
@@ -125,6 +220,11 @@ class Engine:
     def speculation(self) -> str:
         """What drafts now: one of app.engine.sources.DRAFT_SOURCES (the proposer's name, or "off")."""
         return sources.OFF if self.proposer is None else self.proposer.name
+
+    @property
+    def target_placement(self) -> Placement | None:
+        """Where the target's layers are when it runs on workers (None: all on this machine)."""
+        return self._target.placement if self._target else None
 
     @property
     def draft_info(self) -> ModelInfo | None:
@@ -261,7 +361,7 @@ class Engine:
             controller = self._controller
         self._running = cancel
         try:
-            return generate(
+            return self._on_workers_lost(lambda: generate(
                 self.target.ctx,
                 prompt,
                 sampling,
@@ -273,9 +373,18 @@ class Engine:
                 on_piece=on_piece,
                 on_round=on_round,
                 controller=controller,
-            )
+            ))
         finally:
             self._running = None
+
+    def _on_workers_lost(self, fn: Callable[[], GenerationResult]) -> GenerationResult:
+        """`fn()`; when a worker of the target is lost, the models are unloaded (the lost one's memory is kept
+        for good, see app.engine.workers) and `WorkerLost` goes on to the caller, which keeps the text so far."""
+        try:
+            return fn()
+        except WorkerLost:
+            self.unload()
+            raise
 
     def cancel(self) -> None:
         """Stop the running generation within one decode (also a long prompt, also the draft's). Thread-safe."""

@@ -46,6 +46,8 @@ DEFAULT_APP_SETTINGS: Mapping[str, Any] = {
     "remember_past_chats": True,  # draft from past chats (kept on this computer, per tokenizer family)
     "load_last_model": True,  # at start, load the model used last (on the first run: the bundled demo model)
     "preset": "",  # the preset chosen last in the model bar ("" = none)
+    "workers": [],  # "HOST:PORT" of other machines that hold part of the target (`tandem worker`)
+    "workers_enabled": True,  # off: the target loads on this machine only (the list is kept)
 }
 
 _MISSING: Any = object()

@@ -1,4 +1,5 @@
-"""The settings dialog: model folders, theme, default context length, threads, past chats for drafting.
+"""The settings dialog: model folders, theme, default context length, threads, past chats for drafting,
+workers (other machines for the target, `app.ui.workers_editor`).
 
 Edits the app settings of a :class:`~app.store.settings.SettingsStore` and writes them when the dialog
 is accepted (OK); Cancel leaves the store untouched. Every field only accepts valid values: spin boxes
@@ -9,7 +10,8 @@ Keys written: ``model_folders`` (list of path strings: the user's own folders), 
 "light" | "dark"), ``default_ctx`` (default context length, int 256..1048576), ``threads`` (int,
 0 = automatic), ``remember_past_chats`` (bool: draft from past chats; "Forget past chats" deletes what is
 remembered at once, through the window's callback), ``load_last_model`` (bool: load the model used last when
-the app starts; the first time, the demo model). Defaults: ``DEFAULT_APP_SETTINGS``. Tandem's own models folder (:func:`~app.library.local.default_models_folder`) is always
+the app starts; the first time, the demo model), ``workers`` (list of "HOST:PORT") and ``workers_enabled``
+(bool). Defaults: ``DEFAULT_APP_SETTINGS``. Tandem's own models folder (:func:`~app.library.local.default_models_folder`) is always
 searched: the dialog shows it first, greyed, and never stores or removes it.
 """
 
@@ -45,6 +47,7 @@ from PySide6.QtWidgets import (
 from app.engine.units import format_bytes
 from app.library.local import default_models_folder
 from app.store.settings import DEFAULT_APP_SETTINGS, SettingsStore
+from app.ui.workers_editor import WorkersEditor
 
 __all__ = [
     "CONTEXT_MAX",
@@ -192,6 +195,8 @@ class SettingsDialog(QDialog):
         form.addRow("Speculation:", past_row)
         form.addRow("", self.past_chats_label)
 
+        self.workers_editor = WorkersEditor(self)
+
         self.message_label = QLabel(self)
         self.message_label.setWordWrap(True)
         self.message_label.setVisible(False)
@@ -206,9 +211,10 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(folders_box, 1)
         layout.addWidget(general_box)
+        layout.addWidget(self.workers_editor)
         layout.addWidget(self.message_label)
         layout.addWidget(self.button_box)
-        self.resize(560, 440)
+        self.resize(560, 600)
 
     def _load(self) -> None:
         builtin = self._append_folder(default_models_folder())
@@ -232,6 +238,9 @@ class SettingsDialog(QDialog):
         self.threads_spin.setValue(self._int_setting("threads"))
         self.past_chats_check.setChecked(bool(self.store.get("remember_past_chats")))
         self.load_last_check.setChecked(bool(self.store.get("load_last_model")))
+        workers = self.store.get("workers")
+        self.workers_editor.set_workers(workers if isinstance(workers, list) else [],
+                                        bool(self.store.get("workers_enabled")))
         self._show_past_chats_size()
         self._update_folder_buttons()
 
@@ -337,6 +346,8 @@ class SettingsDialog(QDialog):
             "threads": self.threads_spin.value(),
             "remember_past_chats": self.past_chats_check.isChecked(),
             "load_last_model": self.load_last_check.isChecked(),
+            "workers": self.workers_editor.workers(),
+            "workers_enabled": self.workers_editor.enabled_check.isChecked(),
         }
 
     def save(self) -> None:

@@ -60,6 +60,7 @@ def test_loads_stored_values(qtbot, store: SettingsStore, tmp_path: Path) -> Non
     store.set("default_ctx", 32768)
     store.set("threads", 6)
     store.set("load_last_model", False)
+    store.set("workers", ["127.0.0.1:50052", "not an address"])
     d = make(qtbot, store)
     assert d.values() == {
         "model_folders": [str(tmp_path), "/somewhere/else"],
@@ -68,6 +69,8 @@ def test_loads_stored_values(qtbot, store: SettingsStore, tmp_path: Path) -> Non
         "threads": 6,
         "remember_past_chats": True,
         "load_last_model": False,
+        "workers": ["127.0.0.1:50052"],
+        "workers_enabled": True,
     }
     assert d.theme_combo.currentText() == "Dark"
 

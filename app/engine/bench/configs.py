@@ -11,6 +11,7 @@ from app.engine.bench.error import BenchError
 from app.engine.bench.prompts import BenchPrompt
 from app.engine.defaults import spec_defaults
 from app.engine.speculative import SpecSettings
+from app.engine.workers import Endpoint
 
 __all__ = ["DEFAULT_DRAFT_MAX", "OFF", "PAST_CHATS", "BenchConfig", "BenchOptions", "sweep_configs"]
 
@@ -78,6 +79,9 @@ class BenchOptions:
     # a run during which this process got much less CPU than usual (other programs took the cores) measured
     # the machine, not the configuration: run it again, up to this many times
     retry_contended: int = 2
+    # the target's layers also on these workers (app.engine.workers), split by these shares (ModelSettings)
+    workers: tuple[Endpoint, ...] = ()
+    split: tuple[float, ...] | None = None
 
     def validate(self) -> None:
         if self.draft is not None and self.prompt_lookup:

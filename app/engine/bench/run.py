@@ -94,7 +94,8 @@ def run_benchmark(
     try:
         if own_engine:
             engine.load_target(ModelSettings(Path(options.model), n_gpu_layers=options.gpu_layers,
-                                             n_ctx=options.n_ctx, n_threads=threads))
+                                             n_ctx=options.n_ctx, n_threads=threads, workers=options.workers,
+                                             split=options.split))
             if options.draft is not None:
                 engine.load_draft(ModelSettings(Path(options.draft), n_gpu_layers=options.draft_gpu_layers,
                                                 n_ctx=options.n_ctx, n_threads=threads))
