@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--no-past-chats", action="store_true",
                     help="drafting from history uses only the request, not past chats")
     pv.add_argument("--quiet", "-q", action="store_true", help="no request log on stderr")
+    add_worker_options(pv)
 
     ps = sub.add_parser("setup", help="fetch the bundled demo model (SmolLM2-135M-Instruct) into Tandem's cache")
     ps.add_argument("--quiet", "-q", action="store_true")
@@ -408,6 +409,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if (args.draft or args.prompt_lookup) and not args.model:
         raise _CliError("--draft and --prompt-lookup need --model (the model they draft for)", EXIT_USAGE)
+    on_workers = _target_workers(args)  # every target the server loads puts its layers there
     try:
         store = SettingsStore(open_database(default_db_path()))
         folders = [Path(p) for p in store.get("model_folders") or []]
@@ -446,7 +448,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(f"[{record.summary()}]", file=sys.stderr, flush=True)
 
     try:
-        server = LocalServer(service, catalog, config, presets=presets, on_record=log)
+        server = LocalServer(service, catalog, config, presets=presets, on_record=log, **on_workers)
         if model is not None:
             mid = catalog.id_of(model.path) or model.file_name
             # --draft / --prompt-lookup: the pair's remembered preset, then the options given
@@ -467,7 +469,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise
     n = len(catalog.models())
     print(f"Tandem server: {server.base_url} · {n} model{'s' if n != 1 else ''} · "
-          f"{'API key required' if config.api_key else 'no API key'} · Ctrl-C stops", file=sys.stderr, flush=True)
+          f"{'API key required' if config.api_key else 'no API key'}"
+          + (f" · targets on {', '.join(map(str, server.served.workers))}" if server.served.workers else "")
+          + " · Ctrl-C stops", file=sys.stderr, flush=True)
     try:
         while server.running:
             threading.Event().wait(0.5)

@@ -31,6 +31,7 @@ from app.engine.memory import ModelLoad, estimate_load
 from app.engine.session import Engine, IncompatibleDraft, ModelSettings
 from app.engine.speculative import SpecSettings
 from app.engine.split_names import model_stem
+from app.engine.workers import Endpoint
 from app.hardware import monitor
 from app.library.local import LocalLibrary, LocalModel
 from app.server.schema import ApiError, SpecChoice
@@ -156,10 +157,14 @@ class ServedModels:
     """The server's loaded models. `prepare` and `sweep` run in the engine's worker thread (inside requests)."""
 
     def __init__(self, catalog: ModelCatalog, presets: PresetSource, *, ttl_seconds: float = 600.0,
-                 resources: Callable[[], monitor.Resources] = monitor.resources) -> None:
+                 resources: Callable[[], monitor.Resources] = monitor.resources,
+                 workers: tuple[Endpoint, ...] = (), split: tuple[float, ...] | None = None) -> None:
+        """`workers` / `split`: where targets put their layers (app.engine.workers; drafts stay local)."""
         self.catalog = catalog
         self.presets = presets
         self.ttl_seconds = ttl_seconds
+        self.workers = tuple(workers)
+        self.split = split if self.workers else None
         self._defaults: dict[Path, Speculation] = {}
         self._resources = resources
         self._slots: dict[str, _Slot] = {}
@@ -221,6 +226,8 @@ class ServedModels:
         slot = self._slots.get(name)
         stored = self.presets.model_settings(model.path)
         settings = _load_settings(model.path, stored)
+        if self.workers:  # this machine's share runs on its CPU (ModelSettings.validate)
+            settings = replace(settings, n_gpu_layers=0, workers=self.workers, split=self.split)
         if slot is None:
             self._make_room(ctx, model, settings, spec, exclude=name)
             try:
@@ -241,7 +248,8 @@ class ServedModels:
             draft_info = engine.draft_info
             if engine.speculation != sources.DRAFT_MODEL or draft_info is None or draft_info.path != spec.draft:
                 try:
-                    engine.load_draft(replace(settings, path=spec.draft, n_gpu_layers=spec.draft_gpu_layers))
+                    engine.load_draft(replace(settings, path=spec.draft, n_gpu_layers=spec.draft_gpu_layers,
+                                              workers=(), split=None))  # the draft stays on this machine
                 except IncompatibleDraft as e:
                     raise ApiError(400, str(e), param="draft_model", code="incompatible_draft") from None
         elif spec.source == sources.HISTORY:
@@ -253,8 +261,12 @@ class ServedModels:
 
     def _make_room(self, ctx: JobContext, model: LocalModel, settings: ModelSettings, spec: Speculation,
                    exclude: str) -> None:
-        loads = [ModelLoad(inspect_gguf(model.path), settings.n_gpu_layers, settings.n_ctx,
-                           n_outputs=1 + (spec.spec.draft_max if spec.source != sources.OFF else 0))]
+        loads = []
+        if not settings.workers or (settings.split is not None and settings.split[0] > 0):
+            # a target all on workers needs none of this machine's memory for its layers (the engine checks
+            # each worker's share against its free memory before loading); a local share counts it whole
+            loads.append(ModelLoad(inspect_gguf(model.path), settings.n_gpu_layers, settings.n_ctx,
+                                   n_outputs=1 + (spec.spec.draft_max if spec.source != sources.OFF else 0)))
         if spec.source == sources.DRAFT_MODEL and spec.draft is not None:
             loads.append(ModelLoad(inspect_gguf(spec.draft), spec.draft_gpu_layers, settings.n_ctx))
         estimate = estimate_load(loads)

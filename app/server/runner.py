@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import uvicorn
 
+from app.engine.workers import Endpoint
 from app.server.api import RequestRecord, ServerSettings, create_app
 from app.server.config import ServerConfig, ServerError
 from app.server.models import ModelCatalog, PresetSource, ServedModels
@@ -28,12 +29,15 @@ class LocalServer:
     """The server's thread, its uvicorn instance and its models on `service`."""
 
     def __init__(self, service: EngineService, catalog: ModelCatalog, config: ServerConfig, *,
-                 presets: PresetSource | None = None, on_record: Callable[[RequestRecord], None] | None = None) -> None:
+                 presets: PresetSource | None = None, on_record: Callable[[RequestRecord], None] | None = None,
+                 workers: tuple[Endpoint, ...] = (), split: tuple[float, ...] | None = None) -> None:
+        """`workers` / `split`: the targets' layers go to these workers (app.engine.workers), drafts stay here."""
         config.validate()
         self.service = service
         self.catalog = catalog
         self.config = config
-        self.served = ServedModels(catalog, presets or PresetSource(None), ttl_seconds=config.ttl_seconds)
+        self.served = ServedModels(catalog, presets or PresetSource(None), ttl_seconds=config.ttl_seconds,
+                                   workers=workers, split=split)
         settings = ServerSettings(api_key=config.api_key or None, cors_origins=tuple(config.cors_origins),
                                   max_body_bytes=config.max_body_bytes)
         self.app = create_app(service, catalog, self.served, settings, on_record)

@@ -22,7 +22,7 @@ from app.engine import bench, sources
 from app.engine.chat_template import Message
 from app.engine.llama_backend import EngineError, default_threads
 from app.engine.sampling import SamplingParams
-from app.engine.session import ChatSession, ModelSettings
+from app.engine.session import ChatSession, ModelSettings, WorkerLost
 from app.engine.speculative import GenerationResult, GenerationStats, Piece, RoundInfo, SpecSettings
 from app.service.engine_service import APP_SLOT, EngineService, JobContext, RequestCancelled, Ticket
 
@@ -38,6 +38,7 @@ BENCH_PROGRESS_SECONDS = 0.1  # benchmark progress: at most 10 updates a second
 
 # request kinds
 CHAT, BENCHMARK = "chat", "benchmark"
+TARGET_LOST = "target_lost"  # event of a reply whose target lost a worker (the engine unloaded the target)
 LOAD_TARGET, LOAD_DRAFT, UNLOAD = "load-target", "load-draft", "unload"
 USE_HISTORY, DISABLE_SPECULATION, SET_SPEC = "use-history", "disable-speculation", "set-spec"
 SET_HISTORY, CLEAR_HISTORY = "set-history", "clear-history"
@@ -177,6 +178,9 @@ def generate(service: EngineService, request: GenerateRequest, slot: str = APP_S
             live["t0"] = time.monotonic()
             result = engine.generate(prompt, request.sampling, max_tokens=request.max_tokens, stop=request.stop,
                                      on_piece=on_piece, on_round=on_round, cancel=ctx.cancel)
+        except WorkerLost as e:  # the engine unloaded the target; the reply ends as failed, its text kept
+            ctx.emit(TARGET_LOST, str(e))
+            raise
         finally:
             if buffer:
                 ctx.emit("pieces", list(buffer))

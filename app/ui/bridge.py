@@ -44,6 +44,7 @@ class EngineEvents(QObject):
     loaded = Signal(str, object)  # which, ModelInfo
     loadFailed = Signal(str, str)  # which, message
     unloaded = Signal(str)  # "target" | "draft"
+    targetLost = Signal(str)  # a worker holding part of the target was lost: the engine unloaded it (message)
     speculationChanged = Signal(str)  # one of app.engine.sources.DRAFT_SOURCES
     pieces = Signal(int, object)  # request id, list[Piece]
     finished = Signal(int, object)  # request id, GenerationResult (stop_reason "cancelled": stopped)
@@ -204,6 +205,8 @@ class EngineBridge(QObject):
             ev.queued.emit(ticket.id, data[0], data[1])
         elif event.kind == "started" and kind == rq.CHAT:
             ev.started.emit(ticket.id)
+        elif event.kind == rq.TARGET_LOST:
+            ev.targetLost.emit(str(data[0]))
 
     def _ended(self, ticket: Ticket, outcome: str, value: object) -> None:
         ev, kind = self._events, ticket.kind

@@ -58,6 +58,7 @@ from app.ui.settings_dialog import SettingsDialog
 from app.ui.settings_panel import DraftChoice, PanelValues, SettingsPanel
 from app.ui.shortcuts_dialog import ShortcutsDialog, with_shortcut
 from app.ui.theme import apply_theme
+from app.ui.workers_editor import workers_for_target
 
 __all__ = ["MainWindow", "DEFAULT_SIZE"]
 
@@ -98,6 +99,8 @@ class MainWindow(QMainWindow):
                                    history_enabled=bool(self.settings.get("remember_past_chats")))
         self.target: LocalModel | None = None
         self.target_info: ModelInfo | None = None
+        self._target_on_workers = False  # the target being loaded / loaded has layers on workers
+        self.local_load_box: QMessageBox | None = None  # the open "load on this machine" question, if any
         self.speculation = "off"
         self._wanted_draft = ""
         self._last_pair_keys: tuple[str, str] | None = None
@@ -324,6 +327,7 @@ class MainWindow(QMainWindow):
         ev.loaded.connect(self._on_loaded)
         ev.loadFailed.connect(self._on_load_failed)
         ev.unloaded.connect(self._on_unloaded)
+        ev.targetLost.connect(self._on_target_lost)
         ev.speculationChanged.connect(self._on_speculation)
         # worker signals go to bound methods of GUI-thread objects only: a plain lambda would run in the
         # worker thread (PySide connects receiver-less callables directly)
@@ -461,8 +465,9 @@ class MainWindow(QMainWindow):
             v.threads = int(self.settings.get("threads") or 0)
         return v
 
-    def load_model(self, model: LocalModel) -> None:
-        """Load `model` as the target with the panel's (or its remembered) settings."""
+    def load_model(self, model: LocalModel, *, local_only: bool = False) -> None:
+        """Load `model` as the target with the panel's (or its remembered) settings — its layers on the
+        workers of Settings → Workers when there are any, unless `local_only`."""
         if not Path(model.path).exists():
             self.show_message(f"file no longer exists: {model.path}", error=True)
             self.browser.refresh()
@@ -478,19 +483,26 @@ class MainWindow(QMainWindow):
         except GGUFError as e:
             self.show_message(str(e), error=True)
             return
-        estimate = estimate_load([ModelLoad(info, values.gpu_layers, values.n_ctx)])
-        res = monitor.resources()
-        fits, message = estimate.fits(available_ram=res.available_ram, free_vram=res.free_vram, gpu_count=res.gpu_count)
-        if not fits and not self.confirm("Not enough memory", f"{info.display_name}: {message}.\n\nLoad anyway?"):
-            return
+        workers = () if local_only else workers_for_target(self.settings.get)
+        if not workers:  # on workers, the engine checks each one's share against its free memory before loading
+            estimate = estimate_load([ModelLoad(info, values.gpu_layers, values.n_ctx)])
+            res = monitor.resources()
+            fits, message = estimate.fits(available_ram=res.available_ram, free_vram=res.free_vram,
+                                          gpu_count=res.gpu_count)
+            if not fits and not self.confirm("Not enough memory", f"{info.display_name}: {message}.\n\nLoad anyway?"):
+                return
         self.target = model
+        self._target_on_workers = bool(workers)
         self.target_info = None
         self.chat.set_model_ready(False)
         self.model_bar.set_loaded(str(model.path), loading=True)
-        self.load_label.setText(f"Loading {model.name}…")
+        where = f" on {', '.join(map(str, workers))}" if workers else ""
+        self.load_label.setText(f"Loading {model.name}{where}…")
         self.load_progress.setValue(0)
         self.load_box.show()
-        self.bridge.load_target(ModelSettings(Path(model.path), n_gpu_layers=values.gpu_layers, n_ctx=values.n_ctx,
+        # with workers, this machine's share of the layers runs on its CPU (ModelSettings.validate)
+        self.bridge.load_target(ModelSettings(Path(model.path), n_gpu_layers=0 if workers else values.gpu_layers,
+                                              n_ctx=values.n_ctx, workers=workers,
                                               n_threads=values.threads or default_threads(leave_one_free=True)))
 
     def _on_load_progress(self, which: str, fraction: float) -> None:
@@ -520,6 +532,7 @@ class MainWindow(QMainWindow):
 
     def _on_load_failed(self, which: str, message: str) -> None:
         self.load_box.hide()
+        model = self.target
         if which == "target":
             self.target = None
             self.target_info = None
@@ -527,6 +540,29 @@ class MainWindow(QMainWindow):
             self.chat.set_model_ready(False)
             self.model_bar.set_loaded(None)
         self.show_message(message, error=True)
+        if which == "target" and model is not None and self._target_on_workers:
+            self._offer_local_load(model, "Cannot load on the workers", message)
+
+    def _on_target_lost(self, message: str) -> None:
+        """A worker holding part of the target was lost mid-reply: the engine unloaded the target (the reply
+        so far is kept by the chat); offer to load it again on this machine."""
+        model = self.target
+        self._on_unloaded("target")
+        self.chat.set_model_ready(False)
+        self.show_message(message, error=True)
+        if model is not None:
+            self._offer_local_load(model, "A worker was lost", message)
+
+    def _offer_local_load(self, model: LocalModel, title: str, message: str) -> None:
+        """A non-blocking question: load `model` on this machine only (one click), or leave it."""
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, parent=self)
+        local = box.addButton("Load on this machine", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Close)
+        box.setInformativeText(f"{model.name} can run here without the workers (Settings → Workers keeps the list).")
+        box.buttonClicked.connect(lambda b: self.load_model(model, local_only=True) if b is local else None)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.local_load_box = box
+        box.open()
 
     def _on_unloaded(self, which: str) -> None:
         if which != "target":

@@ -35,6 +35,7 @@ from app.server.runner import LocalServer
 from app.store.db import database_file, open_database
 from app.store.settings import SettingsStore
 from app.ui.bridge import EngineBridge
+from app.ui.workers_editor import workers_for_target
 
 __all__ = ["ServerPage", "SETTINGS_KEY", "examples"]
 
@@ -173,8 +174,9 @@ class ServerPage(QWidget):
         try:
             catalog = ModelCatalog(LocalLibrary(self.library_folders(), cache_path=None))
             catalog.refresh()
+            workers = workers_for_target(self.settings.get)  # Settings → Workers, as the chat's target uses
             server = LocalServer(self.bridge.service, catalog, config, presets=self.presets,
-                                 on_record=self._record.emit)
+                                 on_record=self._record.emit, workers=workers)
             server.start()
         except (ServerError, OSError, ValueError) as e:
             self.status.setText(f"⚠ {e}")
