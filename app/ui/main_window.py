@@ -848,9 +848,17 @@ class MainWindow(QMainWindow):
             self._refresh_presets()
             return False
         before = self.panel.values()
+        chosen = {k: v for k, v in preset.values.items() if k in PanelValues.PRESET_KEYS}
         merged = before.to_dict()
-        merged.update({k: v for k, v in preset.values.items() if k in PanelValues.PRESET_KEYS})
+        merged.update(chosen)
         self.panel.set_values(PanelValues.from_dict(merged))
+        # a preset that switches the draft source brings in that pair's remembered settings (_panel_changed);
+        # the preset's own values win over them, and are remembered for the pair from now on
+        shown = self.panel.values().to_dict()
+        if any(shown.get(k) != v for k, v in chosen.items()):
+            shown.update(chosen)
+            self.panel.set_values(PanelValues.from_dict(shown))
+        self._save_model_settings()
         self.chat.set_system_prompt(preset.system_prompt)
         self.settings.set("preset", preset.name)
         self._refresh_presets()

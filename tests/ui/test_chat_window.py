@@ -20,7 +20,8 @@ from app.engine import sources
 from app.library.local import LocalLibrary
 from app.store.chats import ChatStore
 from app.store.db import open_database
-from app.store.settings import SettingsStore, model_key
+from app.store.presets import Preset
+from app.store.settings import HISTORY_KEY, SettingsStore, model_key
 from app.ui.main_window import MainWindow
 from app.ui.message_view import CODE_HEADER_PROPERTY
 from app.ui.model_bar import OFF_HINT
@@ -454,6 +455,24 @@ def test_presets_save_apply_import_export(qtbot, env):
     bad.write_text("[1, 2]")
     assert not dialog.import_file(bad) and "not a Tandem presets file" in dialog.status.text()
     dialog.close()
+    close_window(qtbot, w)
+
+
+def test_a_preset_that_switches_the_source_keeps_its_speculation_values(qtbot, env):
+    # the history pair remembers draft_max 5; a preset that switches to history with draft_max 9 wins over it
+    w = open_window(qtbot, env, load_last_model=False)
+    load_tiny(qtbot, w)
+    target = model_named(w, "tiny-target")
+    w.settings.update_pair_settings(model_key(target.path), HISTORY_KEY, {"draft_max": 5, "draft_min": 0,
+                                                                           "adaptive": True})
+    w.presets.save(Preset("Wide", "", {"draft_source": sources.HISTORY, "draft_max": 9, "draft_min": 1,
+                                       "adaptive": False}))
+    assert w.panel.values().draft_source == sources.OFF
+    assert w.apply_preset_named("Wide")
+    v = w.panel.values()
+    assert (v.draft_source, v.draft_max, v.draft_min, v.adaptive) == (sources.HISTORY, 9, 1, False)
+    stored = w.settings.get_pair_settings(model_key(target.path), HISTORY_KEY)
+    assert (stored["draft_max"], stored["draft_min"], stored["adaptive"]) == (9, 1, False)
     close_window(qtbot, w)
 
 
