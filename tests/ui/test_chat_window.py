@@ -415,6 +415,29 @@ def test_pin_export_import_branch_and_search(qtbot, env):
     close_window(qtbot, w)
 
 
+def test_an_import_that_cannot_be_parsed_or_saved_is_one_line_and_writes_nothing(qtbot, env):
+    w = open_window(qtbot, env, load_last_model=False)
+    first = _seed(w)
+    clist = w.chat.conversation_list
+    clist.select(first)
+    js = env["tmp"] / "c.json"
+    assert clist.export_to(js, "json")
+    before = len(w.chats.list_conversations())
+    deep = env["tmp"] / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    assert clist.import_from(deep) is None
+    assert "nested too deeply" in w.chat.notice.text() and "\n" not in w.chat.notice.text()
+    w.chats.conn.execute("PRAGMA query_only = ON")  # the database refuses writes (a read-only file does too)
+    try:
+        assert clist.import_from(js) is None
+        assert w.chat.notice.text().startswith("Could not save c.json as a chat:")
+        assert "\n" not in w.chat.notice.text()
+    finally:
+        w.chats.conn.execute("PRAGMA query_only = OFF")
+    assert len(w.chats.list_conversations()) == before
+    close_window(qtbot, w)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # presets
 
