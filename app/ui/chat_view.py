@@ -365,6 +365,14 @@ class ChatView(QWidget):
         """Show or hide the conversation list (the transcript takes the width)."""
         self.conversation_list.setVisible(bool(visible))
 
+    def focus_input(self) -> None:
+        """Put the cursor in the message box."""
+        self.input.setFocus()
+
+    def focus_search(self) -> None:
+        """Put the cursor in the chat list's search box, its text selected."""
+        self.conversation_list.focus_search()
+
     def copy_last_reply(self) -> bool:
         """Copy the last reply of the open conversation to the clipboard (False when there is none)."""
         block = next((b for b in reversed(self.message_view.blocks()) if b.role == "assistant" and b.text), None)

@@ -254,6 +254,11 @@ class ConversationList(QWidget):
     def filter_text(self) -> str:
         return self.search_box.text()
 
+    def focus_search(self) -> None:
+        """Put the cursor in the search box, its text selected (typing replaces it)."""
+        self.search_box.setFocus()
+        self.search_box.selectAll()
+
     # -- actions ----------------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Reload from the store (keeping the search filter and the current conversation)."""

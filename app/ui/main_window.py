@@ -374,13 +374,12 @@ class MainWindow(QMainWindow):
 
     def focus_input(self) -> None:
         self.show_page("chat")
-        self.chat.input.setFocus()
+        self.chat.focus_input()
 
     def focus_search(self) -> None:
         self.show_page("chat")
         self.chats_action.setChecked(True)
-        self.chat.conversation_list.search_box.setFocus()
-        self.chat.conversation_list.search_box.selectAll()
+        self.chat.focus_search()
 
     def open_shortcuts(self) -> ShortcutsDialog:
         dialog = ShortcutsDialog(self.shortcut_actions(), self)

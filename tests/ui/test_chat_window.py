@@ -528,6 +528,14 @@ def test_keyboard_shortcuts_and_their_dialog(qtbot, env):
     qtbot.waitUntil(w.chat.input.hasFocus)
     qtbot.keyClick(w.chat.input, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(w.chat.conversation_list.search_box.hasFocus)
+    # the chat view's own focus methods (the window calls them): the search text is selected, to type over
+    w.chat.focus_input()
+    qtbot.waitUntil(w.chat.input.hasFocus)
+    w.chat.conversation_list.set_filter("zzz")
+    w.chat.focus_search()
+    qtbot.waitUntil(w.chat.conversation_list.search_box.hasFocus)
+    assert w.chat.conversation_list.search_box.selectedText() == "zzz"
+    w.chat.conversation_list.set_filter("")
 
     _seed(w)
     QGuiApplication.clipboard().clear()
