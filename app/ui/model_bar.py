@@ -31,9 +31,8 @@ __all__ = ["ModelBar", "ModelEntry", "NO_PRESET", "speculation_summary"]
 
 NO_PRESET = "No preset"
 _PATH_ROLE = Qt.ItemDataRole.UserRole
-_SHORT_LABELS = {sources.OFF: "Off", sources.DRAFT_MODEL: "Draft model", sources.HISTORY: "This chat + past chats"}
 OFF_HINT = ("Off: the default until speculation is measured never to be slower. To turn it on, choose "
-            "Draft model or This chat + past chats.")
+            f"{sources.SHORT_LABELS[sources.DRAFT_MODEL]} or {sources.SHORT_LABELS[sources.HISTORY]}.")
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def speculation_summary(mode: str, stats: GenerationStats | None, draft_name: st
     """The line beside the speculation menu: off and how to turn it on, or the mode and the last acceptance."""
     if mode == sources.OFF:
         return OFF_HINT
-    label = _SHORT_LABELS.get(mode, mode)
+    label = sources.SHORT_LABELS.get(mode, mode)
     if mode == sources.DRAFT_MODEL and draft_name:
         label = f"draft model {draft_name}"
     head = f"Speculating with {label}"
@@ -128,7 +127,7 @@ class ModelBar(QWidget):
         self.source = QComboBox()
         self.source.setObjectName("sourceCombo")
         for key in sources.DRAFT_SOURCES:
-            self.source.addItem(_SHORT_LABELS[key], key)
+            self.source.addItem(sources.SHORT_LABELS[key], key)
             self.source.setItemData(self.source.count() - 1, sources.LABELS[key], Qt.ItemDataRole.ToolTipRole)
         self.source.setToolTip("Speculative decoding: where the guesses the model checks come from")
         self.source.activated.connect(lambda _i: self.sourceChosen.emit(self.source.currentData()))

@@ -204,6 +204,10 @@ def test_model_bar_load_speculation_acceptance_and_eject(qtbot, env):
     w.settings.set_model_settings(model_key(target.path), {"n_ctx": 2048, "threads": 1, "temperature": 0.0,
                                                            "max_tokens": 40})
     assert w.model_bar.load_button.text() == "Load"
+    # the bar names each source as app.engine.sources does (its short names; the full ones in the tooltips)
+    bar = w.model_bar.source
+    assert {bar.itemData(i): bar.itemText(i) for i in range(bar.count())} == sources.SHORT_LABELS
+    assert {bar.itemData(i): bar.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(bar.count())} == sources.LABELS
     with qtbot.waitSignal(w.bridge.events.loaded, timeout=30000):
         w.model_bar.load_button.click()
     qtbot.waitUntil(w.chat.model_ready, timeout=10000)
