@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from PySide6.QtCore import QRect, Qt, QTimer
 from PySide6.QtGui import QColor, QGuiApplication, QTextFormat
@@ -82,6 +84,21 @@ def rect_in(widget: QWidget, ancestor: QWidget) -> QRect:
 
 # ---------------------------------------------------------------------------------------------------------
 # layout
+
+
+def test_closing_the_window_stops_the_server_first(qtbot, env):
+    w = open_window(qtbot, env, load_last_model=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    w.server_page.port.setValue(port)
+    with qtbot.waitSignal(w.server_page.runningChanged, timeout=30000):
+        assert w.server_page.start()
+    assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    close_window(qtbot, w)
+    assert not w.server_page.running
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
 
 
 def test_the_rail_has_the_pages_and_add_page_adds_one(qtbot, env):
