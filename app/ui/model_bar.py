@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from app.engine import sources
 from app.engine.speculative import GenerationStats
+from app.ui.elided_label import ElidedLabel
 
 __all__ = ["ModelBar", "ModelEntry", "NO_PRESET", "speculation_summary"]
 
@@ -139,11 +140,9 @@ class ModelBar(QWidget):
         self.draft.setMinimumContentsLength(12)
         self.draft.setToolTip("Only models with the target's tokenizer can draft for it")
         self.draft.activated.connect(lambda _i: self.draftChosen.emit(self.draft.currentData() or ""))
-        self.status = QLabel()
+        # one line, shortened in the middle when narrow (the mode and the last reply's numbers stay in view)
+        self.status = ElidedLabel(mode=Qt.TextElideMode.ElideMiddle)
         self.status.setObjectName("speculationStatus")
-        self.status.setWordWrap(True)
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         top = QHBoxLayout()
         top.setSpacing(6)
@@ -250,7 +249,6 @@ class ModelBar(QWidget):
     def _show_status(self) -> None:
         path = self.draft.currentData() or ""
         self.status.setText(speculation_summary(self._mode, self._stats, Path(path).stem if path else ""))
-        self.status.setToolTip(self.status.text())
 
     # -- presets --------------------------------------------------------------------------------------
     def set_presets(self, names: list[str], current: str) -> None:

@@ -24,7 +24,7 @@ from app.store.chats import ChatStore
 from app.store.db import open_database
 from app.store.presets import Preset
 from app.store.settings import HISTORY_KEY, SettingsStore, model_key
-from app.ui.main_window import MainWindow
+from app.ui.main_window import TRANSCRIPT_MIN_WIDTH, MainWindow
 from app.ui.message_view import CODE_HEADER_PROPERTY
 from app.ui.model_bar import OFF_HINT
 from app.ui.settings_panel import PanelValues
@@ -140,10 +140,37 @@ def test_layout_at_1280x800_and_1024x640(qtbot, env):
     qtbot.waitUntil(lambda: w.width() == 1280)
     assert w.chat.width() >= w.width() / 2  # the conversation takes the width
     _no_overlap(w)
+    # 1024 wide is too narrow for the chat list, the sidebar and a readable transcript: the sidebar folds away
     w.resize(1024, 640)
     qtbot.waitUntil(lambda: w.width() == 1024 and w.height() == 640)
     assert w.minimumSizeHint().width() <= 1024 and w.minimumSizeHint().height() <= 640
+    qtbot.waitUntil(lambda: not w.panel.isVisible())
+    assert not w.panel_action.isChecked() and not w.model_bar.settings_button.isChecked()
+    qtbot.waitUntil(lambda: w.chat.message_view.width() >= max(TRANSCRIPT_MIN_WIDTH, w.width() / 2))
+    # the model bar's status stays one line, shortened in the middle (its whole text in the tooltip)
+    status = w.model_bar.status
+    assert status.text() == OFF_HINT and status.toolTip() == OFF_HINT
+    assert status.height() < 2 * status.fontMetrics().lineSpacing()
+    assert "…" in status.elided_text() or status.fontMetrics().horizontalAdvance(OFF_HINT) <= status.width()
+    # wide again: it comes back (the user never hid it)
+    w.resize(1280, 800)
+    qtbot.waitUntil(lambda: w.panel.isVisible() and w.panel_action.isChecked())
     _no_overlap(w)
+    # the user's choice wins: shown while narrow, it stays; hidden, it stays hidden
+    w.resize(1024, 640)
+    qtbot.waitUntil(lambda: not w.panel.isVisible())
+    w.model_bar.settings_button.click()
+    assert w.panel.isVisible()
+    qtbot.waitUntil(lambda: rect_in(w.panel, w).right() < w.width(), timeout=3000)
+    _no_overlap(w)
+    w.resize(1280, 800)
+    w.resize(1024, 640)
+    qtbot.waitUntil(lambda: w.width() == 1024)
+    assert w.panel.isVisible()
+    w.panel_action.setChecked(False)
+    w.resize(1280, 800)
+    qtbot.waitUntil(lambda: w.width() == 1280)
+    assert not w.panel.isVisible()
     close_window(qtbot, w)
 
 
