@@ -78,6 +78,8 @@ def server_page_shot(app: QApplication, w, out: Path) -> None:
     page.port.setValue(port)
     w.show_page("server")
     assert page.start(), page.status.text()
+    wait(app, lambda: not page.busy)  # it starts in the background
+    assert page.running, page.status.text()
 
     def ask() -> None:
         base = page.server.base_url
@@ -93,6 +95,7 @@ def server_page_shot(app: QApplication, w, out: Path) -> None:
     pause(app, 0.5)
     w.grab().save(str(out / "server-page.png"))
     page.stop()
+    wait(app, lambda: not page.busy)
     w.show_page("chat")
 
 

@@ -10,14 +10,16 @@ Settings stored before the history drafter existed say "prompt-lookup": `normali
 
 from __future__ import annotations
 
-__all__ = ["OFF", "DRAFT_MODEL", "HISTORY", "DRAFT_SOURCES", "LABELS", "normalize_source"]
+__all__ = ["OFF", "DRAFT_MODEL", "HISTORY", "DRAFT_SOURCES", "LABELS", "SHORT_LABELS", "normalize_source"]
 
 OFF = "off"
 DRAFT_MODEL = "draft-model"
 HISTORY = "history"
 DRAFT_SOURCES = (OFF, DRAFT_MODEL, HISTORY)
-#: how the app names them
-LABELS = {OFF: "Off", DRAFT_MODEL: "Draft model", HISTORY: "This chat + past chats (no draft model)"}
+#: how the app names them where space is short (the model bar's menu, its status line)
+SHORT_LABELS = {OFF: "Off", DRAFT_MODEL: "Draft model", HISTORY: "This chat + past chats"}
+#: how the app names them in full (settings, benchmark, tooltips)
+LABELS = {**SHORT_LABELS, HISTORY: f"{SHORT_LABELS[HISTORY]} (no draft model)"}
 _LEGACY = {"prompt-lookup": HISTORY}
 
 

@@ -81,6 +81,8 @@ def from_json(text: str) -> tuple[dict[str, Any], list[MessageData]]:
     """Parse an export: ``(conversation fields, messages)``. Raises :class:`ChatImportError`."""
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ChatImportError("the JSON is nested too deeply") from None
     except ValueError as e:
         raise ChatImportError(f"not JSON: {e}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

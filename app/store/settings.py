@@ -30,6 +30,7 @@ from typing import Any
 
 from app.engine import sources
 from app.engine.session import ModelSettings
+from app.store.db import database_file, open_database
 
 __all__ = ["DEFAULT_APP_SETTINGS", "HISTORY_KEY", "SettingsStore", "model_key"]
 
@@ -97,6 +98,15 @@ class SettingsStore:
         self.conn = conn
         self.defaults: dict[str, Any] = {**DEFAULT_APP_SETTINGS, **(defaults or {})}
         self._now = now
+
+    def opener(self) -> Callable[[], SettingsStore] | None:
+        """Opens another store on this one's database file, with the same defaults, for another thread (a
+        connection belongs to the thread that opened it); None for an in-memory database (nothing to reopen)."""
+        path = database_file(self.conn)
+        if path is None:
+            return None
+        defaults = dict(self.defaults)
+        return lambda: SettingsStore(open_database(path), defaults)
 
     # -- app settings ----------------------------------------------------------------------------------
 

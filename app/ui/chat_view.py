@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QGuiApplication, QKeyEvent, QPainter, QPalette, QTextCursor
+from PySide6.QtGui import QFont, QGuiApplication, QKeyEvent, QPalette, QTextCursor
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -52,6 +52,7 @@ from app.store.chats import ChatStore, ReplyWriter
 from app.store.db import StoreError
 from app.ui.bridge import EngineBridge, GenerateRequest
 from app.ui.conversation_list import UNTITLED, ConversationList
+from app.ui.elided_label import ElidedLabel
 from app.ui.message_view import MessageView, draft_color, error_color, muted_color, stats_json
 
 __all__ = ["ChatView", "Composer", "FLUSH_INTERVAL_MS", "NO_MODEL_HINT", "DRAFT_LEGEND"]
@@ -98,31 +99,6 @@ class Composer(QPlainTextEdit):
                   + margins.top() + margins.bottom() + 4)
         if height != self.height():
             self.setFixedHeight(height)
-
-
-class _ElidedLabel(QLabel):
-    """A one-line label that ends in "…" when it is too narrow (``text()`` stays whole; the tooltip shows it)."""
-
-    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
-        super().__init__(text, parent)
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-
-    def setText(self, text: str) -> None:  # noqa: N802 - Qt override
-        super().setText(text)
-        self.setToolTip(text)
-
-    def minimumSizeHint(self):  # noqa: N802 - Qt override
-        hint = super().minimumSizeHint()
-        hint.setWidth(min(hint.width(), 80))
-        return hint
-
-    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt override
-        painter = QPainter(self)
-        rect = self.contentsRect()
-        painter.setFont(self.font())
-        painter.setPen(self.palette().color(QPalette.ColorRole.WindowText))
-        elided = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, rect.width())
-        painter.drawText(rect, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), elided)
 
 
 @dataclass
@@ -180,7 +156,7 @@ class ChatView(QWidget):
 
         header = QHBoxLayout()
         header.setContentsMargins(8, 0, 0, 0)
-        self.title_label = _ElidedLabel(UNTITLED)
+        self.title_label = ElidedLabel(UNTITLED)
         title_font = QFont(self.title_label.font())
         title_font.setPointSizeF(title_font.pointSizeF() * 1.25)
         title_font.setBold(True)
@@ -364,6 +340,14 @@ class ChatView(QWidget):
     def set_conversations_visible(self, visible: bool) -> None:
         """Show or hide the conversation list (the transcript takes the width)."""
         self.conversation_list.setVisible(bool(visible))
+
+    def focus_input(self) -> None:
+        """Put the cursor in the message box."""
+        self.input.setFocus()
+
+    def focus_search(self) -> None:
+        """Put the cursor in the chat list's search box, its text selected."""
+        self.conversation_list.focus_search()
 
     def copy_last_reply(self) -> bool:
         """Copy the last reply of the open conversation to the clipboard (False when there is none)."""

@@ -5,12 +5,15 @@ and the ``<think>…</think>`` split.
   (Pygments' "default" style on a light background, "monokai" on a dark one); an unknown or missing language
   is plain text (no runs): guessing misleads more often than it helps.
 * :func:`language_label` — the name shown above a code block ("Python", "JSON", or "code").
+* :func:`fenced_block_lines` — how many lines each fenced code block of a Markdown text holds (Qt's Markdown
+  reader gives two back-to-back fences the same block format, so their boundary comes from here).
 * :func:`split_think` — a reply starting with ``<think>``: its reasoning, whether it is closed yet, and where
   the answer starts.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,12 +22,14 @@ from pygments.lexers import get_lexer_by_name
 from pygments.styles import get_style_by_name
 from pygments.util import ClassNotFound
 
-__all__ = ["DARK_STYLE", "LIGHT_STYLE", "THINK_CLOSE", "THINK_OPEN", "TokenStyle", "highlight_runs",
-           "language_label", "split_think"]
+__all__ = ["DARK_STYLE", "LIGHT_STYLE", "THINK_CLOSE", "THINK_OPEN", "TokenStyle", "fenced_block_lines",
+           "highlight_runs", "language_label", "split_think"]
 
 LIGHT_STYLE = "default"
 DARK_STYLE = "monokai"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# a fence line: its container prefix (block quotes, list indentation), then ``` or ~~~ (3 or more) and the rest
+_FENCE = re.compile(r"^(?P<prefix>(?:[ \t]*>)*[ \t]*(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 
 
 @dataclass(frozen=True)
@@ -101,3 +106,30 @@ def split_think(text: str) -> tuple[str | None, bool, int]:
     if end < 0:
         return text[begin:], False, len(text)
     return text[begin:end], True, end + len(THINK_CLOSE)
+
+
+def fenced_block_lines(markdown: str) -> list[int]:
+    """The number of content lines of each fenced code block in ``markdown``, in order; empty fences are
+    left out (they render no block), and an unclosed fence runs to the end (a reply still streaming)."""
+    sizes: list[int] = []
+    fence = ""  # the open fence's characters ("" outside one)
+    count = 0
+    for line in markdown.split("\n"):
+        m = _FENCE.match(line)
+        if not fence:
+            if m and not (m["fence"][0] == "`" and "`" in m["info"]):
+                fence, count = m["fence"], 0
+            continue
+        closing = m is not None and m["fence"][0] == fence[0] and len(m["fence"]) >= len(fence) and not m["info"].strip()
+        if closing:
+            if count:
+                sizes.append(count)
+            fence = ""
+        else:
+            count += 1
+    if fence:
+        if markdown.endswith("\n") and count:
+            count -= 1  # the text's last line break opens no line of its own
+        if count:
+            sizes.append(count)
+    return sizes

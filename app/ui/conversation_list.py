@@ -9,6 +9,7 @@ tests replace (by default a Yes/No message box).
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from PySide6.QtWidgets import (
 
 from app.store.chat_export import ChatImportError, import_json, to_json, to_markdown
 from app.store.chats import ChatStore, Conversation
+from app.store.db import StoreError
 
 __all__ = ["ConversationList", "UNTITLED", "format_when"]
 
@@ -252,6 +254,11 @@ class ConversationList(QWidget):
     def filter_text(self) -> str:
         return self.search_box.text()
 
+    def focus_search(self) -> None:
+        """Put the cursor in the search box, its text selected (typing replaces it)."""
+        self.search_box.setFocus()
+        self.search_box.selectAll()
+
     # -- actions ----------------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Reload from the store (keeping the search filter and the current conversation)."""
@@ -415,6 +422,9 @@ class ConversationList(QWidget):
             return None
         except ChatImportError as e:
             self.notice.emit(f"{Path(path).name} cannot be imported: {e}", True)
+            return None
+        except (sqlite3.Error, StoreError) as e:  # written in one transaction: nothing of it is kept
+            self.notice.emit(f"Could not save {Path(path).name} as a chat: {' '.join(str(e).split())}", True)
             return None
         self.set_filter("")
         self.select(conv.id)

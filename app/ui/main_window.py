@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QEventLoop, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequence, QShowEvent
+from PySide6.QtCore import QByteArray, QEvent, QEventLoop, QObject, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -64,8 +64,9 @@ __all__ = ["MainWindow", "DEFAULT_SIZE"]
 
 #: the first-run size (clamped to the screen): a 1280×800 laptop screen shows the whole window
 DEFAULT_SIZE = (1280, 800)
-#: below this window width the settings sidebar starts hidden (first run only; then it is remembered)
-WIDE_ENOUGH_FOR_SIDEBAR = 1200
+#: the transcript's narrowest comfortable width: a window too narrow for it beside the chat list and the
+#: settings sidebar folds the sidebar away (and shows it again when wide enough), unless the user showed it there
+TRANSCRIPT_MIN_WIDTH = 480
 #: the chat page's splitter at its first run: transcript | settings sidebar
 _CHAT_SPLIT = (880, 330)
 
@@ -105,7 +106,12 @@ class MainWindow(QMainWindow):
         self._wanted_draft = ""
         self._last_pair_keys: tuple[str, str] | None = None
         self._auto_load_tried = False
-        self._first_layout = False  # no layout remembered yet: the first show picks the sidebar's visibility
+        # the settings sidebar: the user's choice (View → Settings sidebar, the bar's Settings button), whether
+        # they showed it while the window was too narrow for it (it then stays), and its width when shown
+        self._panel_choice = True
+        self._panel_even_narrow = False
+        self._panel_width = _CHAT_SPLIT[1]
+        self._fitting_panel = False  # the window, not the user, is showing / hiding it
         self.has_gpu_offload = bool(backend_info().get("gpu_offload"))
         # dialogs that tests replace: (title, text) -> bool
         self.confirm: Callable[[str, str], bool] = self._confirm_dialog
@@ -193,6 +199,9 @@ class MainWindow(QMainWindow):
         self.highlight_action.setChecked(bool(self.settings.get("highlight_draft_tokens")))
         self._refresh_presets()
         self._restore_layout()
+        self.splitter.installEventFilter(self)  # its resizes decide whether the sidebar fits (_fit_panel)
+        self.splitter.splitterMoved.connect(self._fit_panel)
+        self.chat.splitter.splitterMoved.connect(self._fit_panel)
         try:  # Tandem's own models folder (downloads land there) exists from the first launch on
             self.library_default_folder().mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -367,20 +376,49 @@ class MainWindow(QMainWindow):
     def _set_chats_visible(self, on: bool) -> None:
         self.chat.set_conversations_visible(on)
         self.model_bar.chats_button.setChecked(on)
+        self._fit_panel()  # the list's width is the sidebar's room
 
     def _set_panel_visible(self, on: bool) -> None:
+        if not self._fitting_panel:  # the user's choice: it wins, and is remembered
+            self._panel_choice = on
+            self._panel_even_narrow = on and not self._room_for_panel()
         self.panel.setVisible(on)
         self.model_bar.settings_button.setChecked(on)
 
+    def _room_for_panel(self) -> bool:
+        """Whether the transcript keeps TRANSCRIPT_MIN_WIDTH beside the chat list (when shown) and the sidebar."""
+        beside = self._panel_width + self.splitter.handleWidth()
+        if self.chat.conversation_list.isVisibleTo(self.chat):
+            beside += self.chat.conversation_list.width() + self.chat.splitter.handleWidth()
+        return self.splitter.width() - beside >= TRANSCRIPT_MIN_WIDTH
+
+    def _fit_panel(self) -> None:
+        """Fold the sidebar away when the window is too narrow for it, bring it back when it is wide enough."""
+        if self.panel.isVisible() and self.splitter.sizes()[1] > 0:
+            self._panel_width = self.splitter.sizes()[1]
+        if not self._panel_choice:
+            return
+        show = self._panel_even_narrow or self._room_for_panel()
+        if show != self.panel_action.isChecked():
+            self._fitting_panel = True
+            try:
+                self.panel_action.setChecked(show)
+            finally:
+                self._fitting_panel = False
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if watched is self.splitter and event.type() == QEvent.Type.Resize:
+            self._fit_panel()
+        return super().eventFilter(watched, event)
+
     def focus_input(self) -> None:
         self.show_page("chat")
-        self.chat.input.setFocus()
+        self.chat.focus_input()
 
     def focus_search(self) -> None:
         self.show_page("chat")
         self.chats_action.setChecked(True)
-        self.chat.conversation_list.search_box.setFocus()
-        self.chat.conversation_list.search_box.selectAll()
+        self.chat.focus_search()
 
     def open_shortcuts(self) -> ShortcutsDialog:
         dialog = ShortcutsDialog(self.shortcut_actions(), self)
@@ -848,9 +886,17 @@ class MainWindow(QMainWindow):
             self._refresh_presets()
             return False
         before = self.panel.values()
+        chosen = {k: v for k, v in preset.values.items() if k in PanelValues.PRESET_KEYS}
         merged = before.to_dict()
-        merged.update({k: v for k, v in preset.values.items() if k in PanelValues.PRESET_KEYS})
+        merged.update(chosen)
         self.panel.set_values(PanelValues.from_dict(merged))
+        # a preset that switches the draft source brings in that pair's remembered settings (_panel_changed);
+        # the preset's own values win over them, and are remembered for the pair from now on
+        shown = self.panel.values().to_dict()
+        if any(shown.get(k) != v for k, v in chosen.items()):
+            shown.update(chosen)
+            self.panel.set_values(PanelValues.from_dict(shown))
+        self._save_model_settings()
         self.chat.set_system_prompt(preset.system_prompt)
         self.settings.set("preset", preset.name)
         self._refresh_presets()
@@ -880,8 +926,7 @@ class MainWindow(QMainWindow):
     def _restore_layout(self) -> None:
         raw = self.settings.get("window_layout", None)
         if not isinstance(raw, dict):
-            self._first_layout = True  # decided when the window is first shown (see showEvent)
-            return
+            return  # a first run: the sidebar is shown where the window has room for it (_fit_panel)
         try:
             if raw.get("geometry"):
                 self.restoreGeometry(QByteArray(base64.b64decode(raw["geometry"])))
@@ -890,6 +935,7 @@ class MainWindow(QMainWindow):
             if raw.get("chat_splitter"):
                 self.chat.splitter.restoreState(QByteArray(base64.b64decode(raw["chat_splitter"])))
             self.panel_action.setChecked(bool(raw.get("panel_visible", True)))
+            self._panel_even_narrow = self._panel_choice and bool(raw.get("panel_even_narrow", False))
             self.chats_action.setChecked(bool(raw.get("chats_visible", True)))
             if raw.get("page") in self._page_keys:
                 self.show_page(str(raw["page"]))
@@ -901,17 +947,11 @@ class MainWindow(QMainWindow):
             "geometry": base64.b64encode(bytes(self.saveGeometry())).decode(),
             "splitter": base64.b64encode(bytes(self.splitter.saveState())).decode(),
             "chat_splitter": base64.b64encode(bytes(self.chat.splitter.saveState())).decode(),
-            "panel_visible": self.panel_action.isChecked(),
+            "panel_visible": self._panel_choice,
+            "panel_even_narrow": self._panel_even_narrow,
             "chats_visible": self.chats_action.isChecked(),
             "page": self.current_page(),
         })
-
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
-        super().showEvent(event)
-        if self._first_layout:
-            # first run on a small screen: the conversation gets the width, the sidebar is one click away
-            self._first_layout = False
-            self.panel_action.setChecked(self.width() >= WIDE_ENOUGH_FOR_SIDEBAR)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         self._save_model_settings()

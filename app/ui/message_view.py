@@ -62,7 +62,7 @@ from PySide6.QtWidgets import (
 
 from app.engine.speculative import GenerationStats, Piece
 from app.store.chats import DraftMaskBuilder, StoredMessage, decode_draft_mask
-from app.ui.code_highlight import THINK_OPEN, highlight_runs, language_label, split_think
+from app.ui.code_highlight import THINK_OPEN, fenced_block_lines, highlight_runs, language_label, split_think
 
 __all__ = [
     "APPEND_INTERVAL_MS",
@@ -641,7 +641,7 @@ class MessageBlock(QFrame):
             answer = text[start:]
             doc.setMarkdown(answer, _MD_FEATURES)
             self._style_tables()  # first: it may drop an empty paragraph (block numbers change)
-            groups = self._code_groups()
+            groups = self._code_groups(fenced_block_lines(answer))
             self._shade_code_blocks(groups)
             if self._highlight and self.has_draft_text():
                 self._highlight_rendered(answer, start)
@@ -670,20 +670,30 @@ class MessageBlock(QFrame):
                 f"QTextBrowser {{ background: transparent; border: none; color: {self._muted.name()}; }}")
 
     # -- code blocks ---------------------------------------------------------------------------------------
-    def _code_groups(self) -> list[list[int]]:
-        """The block numbers of each code block (Qt gives each line of a fence a block of its own)."""
+    def _code_groups(self, fence_lines: Sequence[int]) -> list[list[int]]:
+        """The block numbers of each code block (Qt gives each line of a fence a block of its own).
+
+        Qt gives back-to-back fences of one language the same block format, so a fenced block ends after as
+        many lines as its fence in the source holds (`fence_lines`, from :func:`fenced_block_lines`)."""
         groups: list[list[int]] = []
+        sizes = iter(fence_lines)
         block = self.body.document().begin()
-        previous_was_code = False
+        previous: tuple[str, bool] | None = None  # the last block's (language, fenced), None after prose
+        left = 0  # lines still due to the current fenced block
         while block.isValid():
             fmt = block.blockFormat()
-            is_code = fmt.hasProperty(QTextFormat.Property.BlockCodeLanguage) or fmt.hasProperty(
-                QTextFormat.Property.BlockCodeFence)
-            if is_code:
-                if not previous_was_code:
+            fenced = fmt.hasProperty(QTextFormat.Property.BlockCodeFence)
+            kind = (fmt.stringProperty(QTextFormat.Property.BlockCodeLanguage), fenced)
+            if fenced or fmt.hasProperty(QTextFormat.Property.BlockCodeLanguage):
+                if kind != previous or (fenced and left <= 0):
                     groups.append([])
+                    # a fence the source scan did not see (should not happen): runs on as one block
+                    left = next(sizes, len(fence_lines) + block.document().blockCount()) if fenced else 0
                 groups[-1].append(block.blockNumber())
-            previous_was_code = is_code
+                left -= 1
+                previous = kind
+            else:
+                previous = None
             block = block.next()
         return groups
 

@@ -26,14 +26,14 @@ from PySide6.QtWidgets import (
 
 from app.engine import sources
 from app.engine.speculative import GenerationStats
+from app.ui.elided_label import ElidedLabel
 
 __all__ = ["ModelBar", "ModelEntry", "NO_PRESET", "speculation_summary"]
 
 NO_PRESET = "No preset"
 _PATH_ROLE = Qt.ItemDataRole.UserRole
-_SHORT_LABELS = {sources.OFF: "Off", sources.DRAFT_MODEL: "Draft model", sources.HISTORY: "This chat + past chats"}
 OFF_HINT = ("Off: the default until speculation is measured never to be slower. To turn it on, choose "
-            "Draft model or This chat + past chats.")
+            f"{sources.SHORT_LABELS[sources.DRAFT_MODEL]} or {sources.SHORT_LABELS[sources.HISTORY]}.")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def speculation_summary(mode: str, stats: GenerationStats | None, draft_name: st
     """The line beside the speculation menu: off and how to turn it on, or the mode and the last acceptance."""
     if mode == sources.OFF:
         return OFF_HINT
-    label = _SHORT_LABELS.get(mode, mode)
+    label = sources.SHORT_LABELS.get(mode, mode)
     if mode == sources.DRAFT_MODEL and draft_name:
         label = f"draft model {draft_name}"
     head = f"Speculating with {label}"
@@ -128,7 +128,7 @@ class ModelBar(QWidget):
         self.source = QComboBox()
         self.source.setObjectName("sourceCombo")
         for key in sources.DRAFT_SOURCES:
-            self.source.addItem(_SHORT_LABELS[key], key)
+            self.source.addItem(sources.SHORT_LABELS[key], key)
             self.source.setItemData(self.source.count() - 1, sources.LABELS[key], Qt.ItemDataRole.ToolTipRole)
         self.source.setToolTip("Speculative decoding: where the guesses the model checks come from")
         self.source.activated.connect(lambda _i: self.sourceChosen.emit(self.source.currentData()))
@@ -140,11 +140,9 @@ class ModelBar(QWidget):
         self.draft.setMinimumContentsLength(12)
         self.draft.setToolTip("Only models with the target's tokenizer can draft for it")
         self.draft.activated.connect(lambda _i: self.draftChosen.emit(self.draft.currentData() or ""))
-        self.status = QLabel()
+        # one line, shortened in the middle when narrow (the mode and the last reply's numbers stay in view)
+        self.status = ElidedLabel(mode=Qt.TextElideMode.ElideMiddle)
         self.status.setObjectName("speculationStatus")
-        self.status.setWordWrap(True)
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         top = QHBoxLayout()
         top.setSpacing(6)
@@ -251,7 +249,6 @@ class ModelBar(QWidget):
     def _show_status(self) -> None:
         path = self.draft.currentData() or ""
         self.status.setText(speculation_summary(self._mode, self._stats, Path(path).stem if path else ""))
-        self.status.setToolTip(self.status.text())
 
     # -- presets --------------------------------------------------------------------------------------
     def set_presets(self, names: list[str], current: str) -> None:

@@ -5,6 +5,9 @@ request queue behind each other instead of competing for the engine. The page se
 API key, CORS origins and idle TTL (the same rules as `tandem serve`: another address than this computer
 needs an API key), shows the live request log (tok/s, draft acceptance) and the queue depth, and offers the
 base URL and curl / Python examples to copy. Address, port, CORS and TTL are remembered (the API key is not).
+Starting (a library scan, binding the port) and stopping (closing open streams) run on the page's own thread
+pool, the page showing "Starting…" / "Stopping…" with its buttons disabled meanwhile; when the window closes,
+`EngineBridge.aboutToShutdown` makes the page wait for them and stop the server before the engine stops.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QThreadPool, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
@@ -27,13 +30,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine.errors import error_message
 from app.library.local import LocalLibrary
 from app.server.api import RequestRecord
 from app.server.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TTL_SECONDS, ServerConfig, ServerError
 from app.server.models import ModelCatalog, PresetSource
 from app.server.runner import LocalServer
-from app.store.db import database_file, open_database
 from app.store.settings import SettingsStore
+from app.ui.background import Relay, run_in_pool
 from app.ui.bridge import EngineBridge
 from app.ui.workers_editor import workers_for_target
 
@@ -41,6 +45,13 @@ __all__ = ["ServerPage", "SETTINGS_KEY", "examples"]
 
 SETTINGS_KEY = "server"
 LOG_LINES = 500
+#: At the window's close, how long to wait for a start or a stop still under way (then the server is stopped).
+SHUTDOWN_WAIT_MS = 30_000
+
+
+def _reason(e: Exception) -> str:
+    """A start's or stop's failure in one line: the server's own words, or the class name and message."""
+    return str(e) if isinstance(e, (ServerError, OSError, ValueError)) else error_message(e)
 
 
 def examples(base_url: str, model: str, api_key: str | None) -> str:
@@ -71,12 +82,18 @@ class ServerPage(QWidget):
         self.settings = settings
         self.library_folders = library_folders
         # the remembered presets, read by the engine's worker thread on its own connection to the same file
-        db = database_file(settings.conn)
-        self.presets = PresetSource((lambda: SettingsStore(open_database(db))) if db is not None else None)
+        self.presets = PresetSource(settings.opener())
         self.server: LocalServer | None = None
+        # starting (a library scan, binding, waiting for uvicorn) and stopping (closing open streams) block for
+        # seconds: they run on this pool, one at a time, never on the GUI thread
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._busy = ""  # "starting" / "stopping" while a job runs, else ""
+        self._launched: LocalServer | None = None  # the server a start job made (set there, before it binds)
+        self._closing = False
         self._record.connect(self._on_record, Qt.ConnectionType.QueuedConnection)
         bridge.events.queueDepth.connect(self._on_queue_depth)
-        bridge.aboutToShutdown.connect(self.stop)
+        bridge.aboutToShutdown.connect(self.shutdown)
         stored = settings.get(SETTINGS_KEY, {})
         stored = stored if isinstance(stored, dict) else {}
 
@@ -159,6 +176,11 @@ class ServerPage(QWidget):
                             api_key=self.api_key.text().strip() or None, cors_origins=cors,
                             ttl_seconds=self.ttl.value())
 
+    @property
+    def busy(self) -> bool:
+        """A start or a stop is under way (the buttons wait for it)."""
+        return bool(self._busy)
+
     # -- start / stop -------------------------------------------------------------------------------------
     def toggle(self) -> None:
         if self.running:
@@ -167,39 +189,90 @@ class ServerPage(QWidget):
             self.start()
 
     def start(self) -> bool:
-        """Start with the page's settings; False (the reason shown) when it cannot."""
-        if self.running:
-            return True
+        """Start with the page's settings in the background: True once under way (`runningChanged(True)` when it
+        serves), False (the reason shown) when the settings are refused."""
+        if self.running or self._busy or self._closing:
+            return self.running or self._busy == "starting"
         config = self.config()
         try:
-            catalog = ModelCatalog(LocalLibrary(self.library_folders(), cache_path=None))
-            catalog.refresh()
-            workers = workers_for_target(self.settings.get)  # Settings → Workers, as the chat's target uses
-            server = LocalServer(self.bridge.service, catalog, config, presets=self.presets,
-                                 on_record=self._record.emit, workers=workers)
-            server.start()
-        except (ServerError, OSError, ValueError) as e:
+            config.validate()
+        except ServerError as e:
             self.status.setText(f"⚠ {e}")
             return False
-        self.server = server
-        self.settings.set(SETTINGS_KEY, {"host": config.host, "port": config.port, "cors": list(config.cors_origins),
-                                         "ttl": int(config.ttl_seconds)})
-        models = catalog.models()
-        self.status.setText(f"Running at {server.base_url} · {len(models)} models")
-        self.base_url.setText(server.base_url)
-        self.example.setPlainText(examples(server.base_url, models[0][0] if models else "MODEL-ID", config.api_key))
-        self._update()
-        self.runningChanged.emit(True)
+        folders = list(self.library_folders())
+        workers = workers_for_target(self.settings.get)  # Settings → Workers, as the chat's target uses
+        self._launched = None
+
+        def launch(_relay: Relay) -> tuple[LocalServer, int, str]:
+            catalog = ModelCatalog(LocalLibrary(folders, cache_path=None))
+            catalog.refresh()
+            server = LocalServer(self.bridge.service, catalog, config, presets=self.presets,
+                                 on_record=self._record.emit, workers=workers)
+            self._launched = server  # the window's close stops it even before the result arrives
+            server.start()
+            models = catalog.models()
+            return server, len(models), models[0][0] if models else "MODEL-ID"
+
+        self._set_busy("starting", "Starting…")
+        run_in_pool(self._pool, self, launch, self._on_started, self._on_start_failed, describe=_reason)
         return True
 
     def stop(self) -> None:
-        if self.server is None:
+        """Stop in the background (`runningChanged(False)` once it has stopped)."""
+        if self.server is None or self._busy:
             return
-        self.server.stop()
+        server = self.server
+        self._set_busy("stopping", "Stopping…")
+        run_in_pool(self._pool, self, lambda _relay: server.stop(), self._on_stopped, self._on_stop_failed,
+                    describe=_reason)
+
+    def shutdown(self) -> None:
+        """The window closes: wait for a start or stop under way, then stop the server (before the engine)."""
+        self._closing = True
+        self._pool.waitForDone(SHUTDOWN_WAIT_MS)
+        for server in {id(s): s for s in (self.server, self._launched) if s is not None}.values():
+            server.stop()
+        self.server = self._launched = None
+
+    def _set_busy(self, busy: str, text: str) -> None:
+        self._busy = busy
+        self.status.setText(text)
+        self._update()
+
+    def _on_started(self, result: object) -> None:
+        server, count, first = result  # type: ignore[misc]
+        self._busy = ""
+        self._launched = None
+        if self._closing:
+            server.stop()
+            return
+        self.server = server
+        config = server.config
+        self.settings.set(SETTINGS_KEY, {"host": config.host, "port": config.port, "cors": list(config.cors_origins),
+                                         "ttl": int(config.ttl_seconds)})
+        self.status.setText(f"Running at {server.base_url} · {count} models")
+        self.base_url.setText(server.base_url)
+        self.example.setPlainText(examples(server.base_url, first, config.api_key))
+        self._update()
+        self.runningChanged.emit(True)
+
+    def _on_start_failed(self, message: str) -> None:
+        self._busy = ""
+        self._launched = None
+        self.status.setText(f"⚠ {message}")
+        self._update()
+
+    def _on_stopped(self, stopped: object) -> None:
+        self._busy = ""
         self.server = None
-        self.status.setText("Stopped")
+        self.status.setText("Stopped" if stopped else "Stopped (a request was still closing)")
         self._update()
         self.runningChanged.emit(False)
+
+    def _on_stop_failed(self, message: str) -> None:
+        self._busy = ""
+        self.status.setText(f"⚠ could not stop the server: {message}")
+        self._update()
 
     # -- events ---------------------------------------------------------------------------------------------
     def _on_record(self, record: RequestRecord) -> None:
@@ -210,9 +283,11 @@ class ServerPage(QWidget):
 
     def _update(self) -> None:
         running = self.running
-        self.start_button.setText("Stop server" if running else "Start server")
+        self.start_button.setText({"starting": "Starting…", "stopping": "Stopping…"}.get(
+            self._busy, "Stop server" if running else "Start server"))
+        self.start_button.setEnabled(not self._busy)
         for w in (self.host, self.port, self.api_key, self.generate_key, self.cors, self.ttl):
-            w.setEnabled(not running)
+            w.setEnabled(not running and not self._busy)
         self.copy_url.setEnabled(running)
         self.copy_example.setEnabled(running)
         if not running:

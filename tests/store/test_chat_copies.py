@@ -105,6 +105,7 @@ def test_json_round_trip_keeps_everything(store):
      "message 1: 'content' must be text"),
     ('{"format": "tandem-chat", "version": 1, "messages": [{"role": "user", "status": "odd"}]}',
      "unknown status"),
+    ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
 ])
 def test_bad_imports_say_why_in_one_line_and_write_nothing(store, text, why):
     before = len(store.list_conversations())

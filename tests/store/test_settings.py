@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,25 @@ def test_settings_persist_across_connections(db_path: Path) -> None:
     assert SettingsStore(b).get("theme") == "dark"
     assert SettingsStore(b).get_model_settings("m.gguf:10") == {"n_ctx": 4096}
     b.close()
+
+
+def test_opener_gives_another_thread_its_own_store_on_the_same_file(conn: sqlite3.Connection) -> None:
+    store = SettingsStore(conn, {"extra": 1})
+    store.set("theme", "dark")
+    opener = store.opener()
+    assert opener is not None
+    seen: list[object] = []
+
+    def read() -> None:
+        other = opener()  # opened in this thread: sqlite3 refuses a connection from another one
+        seen.extend([other.get("theme"), other.get("extra"), other.conn is not conn])
+        other.conn.close()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join(30)
+    assert seen == ["dark", 1, True]
+    assert SettingsStore(open_database(":memory:")).opener() is None
 
 
 def test_model_key_is_name_and_size_so_moving_keeps_settings(

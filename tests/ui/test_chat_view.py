@@ -18,6 +18,7 @@ from app.store.chats import ChatStore, StoredMessage, decode_draft_mask, encode_
 from app.store.db import open_database
 from app.ui.bridge import EngineBridge
 from app.ui.chat_view import NO_MODEL_HINT, ChatView
+from app.ui.code_highlight import fenced_block_lines
 from app.ui.conversation_list import UNTITLED, ConversationList
 from app.ui.message_view import (
     DRAFT_PROPERTY,
@@ -611,6 +612,30 @@ def test_code_blocks_rendered_with_background(qtbot):
     code = [b for b in _blocks(doc) if b.blockFormat().hasProperty(QTextFormat.Property.BlockCodeLanguage)]
     assert code and code[0].text() == "print('hi')"
     assert code[0].blockFormat().background().style() != Qt.BrushStyle.NoBrush
+
+
+def test_back_to_back_fences_stay_two_code_blocks(qtbot):
+    view = MessageView()
+    qtbot.addWidget(view)
+    text = ("Two files:\n\n```python\na = 1\n\nb = 2\n```\n```python\nc = 3\n```\n~~~\nplain\n~~~\n"
+            "- in a list:\n  ```js\n  x()\n  ```\n")
+    view.set_messages([StoredMessage(1, 1, 0, "assistant", text, "complete", None, None, 0.0, 0.0)])
+    block = view.blocks()[0]
+    assert block.code_blocks() == [("Python", "a = 1\n\nb = 2"), ("Python", "c = 3"), ("code", "plain"),
+                                   ("JavaScript", "x()")]
+    assert len(block.copy_buttons()) == 4
+
+
+@pytest.mark.parametrize("text, sizes", [
+    ("```py\na\n```\n```py\nb\nc\n```\n", [1, 2]),
+    ("```\n```\n~~~\nx\n~~~", [1]),  # an empty fence renders nothing
+    ("````\n```\nstill code\n````\n", [2]),  # a shorter fence inside a longer one is code
+    ("> ```\n> q\n> ```\n", [1]),
+    ("```py\nstreaming\nstill\n", [2]),  # not closed yet: runs to the end
+    ("``` not `a fence`\nprose\n", []),
+])
+def test_fenced_block_lines(text, sizes):
+    assert fenced_block_lines(text) == sizes
 
 
 def _blocks(doc: QTextDocument):

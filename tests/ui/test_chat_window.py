@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from PySide6.QtCore import QRect, Qt, QTimer
 from PySide6.QtGui import QColor, QGuiApplication, QTextFormat
@@ -20,8 +22,9 @@ from app.engine import sources
 from app.library.local import LocalLibrary
 from app.store.chats import ChatStore
 from app.store.db import open_database
-from app.store.settings import SettingsStore, model_key
-from app.ui.main_window import MainWindow
+from app.store.presets import Preset
+from app.store.settings import HISTORY_KEY, SettingsStore, model_key
+from app.ui.main_window import TRANSCRIPT_MIN_WIDTH, MainWindow
 from app.ui.message_view import CODE_HEADER_PROPERTY
 from app.ui.model_bar import OFF_HINT
 from app.ui.settings_panel import PanelValues
@@ -83,6 +86,21 @@ def rect_in(widget: QWidget, ancestor: QWidget) -> QRect:
 # layout
 
 
+def test_closing_the_window_stops_the_server_first(qtbot, env):
+    w = open_window(qtbot, env, load_last_model=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    w.server_page.port.setValue(port)
+    with qtbot.waitSignal(w.server_page.runningChanged, timeout=30000):
+        assert w.server_page.start()
+    assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    close_window(qtbot, w)
+    assert not w.server_page.running
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
 def test_the_rail_has_the_pages_and_add_page_adds_one(qtbot, env):
     w = open_window(qtbot, env, load_last_model=False)
     assert w.rail.keys() == ["chat", "models", "discover", "benchmark", "server"]
@@ -122,10 +140,37 @@ def test_layout_at_1280x800_and_1024x640(qtbot, env):
     qtbot.waitUntil(lambda: w.width() == 1280)
     assert w.chat.width() >= w.width() / 2  # the conversation takes the width
     _no_overlap(w)
+    # 1024 wide is too narrow for the chat list, the sidebar and a readable transcript: the sidebar folds away
     w.resize(1024, 640)
     qtbot.waitUntil(lambda: w.width() == 1024 and w.height() == 640)
     assert w.minimumSizeHint().width() <= 1024 and w.minimumSizeHint().height() <= 640
+    qtbot.waitUntil(lambda: not w.panel.isVisible())
+    assert not w.panel_action.isChecked() and not w.model_bar.settings_button.isChecked()
+    qtbot.waitUntil(lambda: w.chat.message_view.width() >= max(TRANSCRIPT_MIN_WIDTH, w.width() / 2))
+    # the model bar's status stays one line, shortened in the middle (its whole text in the tooltip)
+    status = w.model_bar.status
+    assert status.text() == OFF_HINT and status.toolTip() == OFF_HINT
+    assert status.height() < 2 * status.fontMetrics().lineSpacing()
+    assert "…" in status.elided_text() or status.fontMetrics().horizontalAdvance(OFF_HINT) <= status.width()
+    # wide again: it comes back (the user never hid it)
+    w.resize(1280, 800)
+    qtbot.waitUntil(lambda: w.panel.isVisible() and w.panel_action.isChecked())
     _no_overlap(w)
+    # the user's choice wins: shown while narrow, it stays; hidden, it stays hidden
+    w.resize(1024, 640)
+    qtbot.waitUntil(lambda: not w.panel.isVisible())
+    w.model_bar.settings_button.click()
+    assert w.panel.isVisible()
+    qtbot.waitUntil(lambda: rect_in(w.panel, w).right() < w.width(), timeout=3000)
+    _no_overlap(w)
+    w.resize(1280, 800)
+    w.resize(1024, 640)
+    qtbot.waitUntil(lambda: w.width() == 1024)
+    assert w.panel.isVisible()
+    w.panel_action.setChecked(False)
+    w.resize(1280, 800)
+    qtbot.waitUntil(lambda: w.width() == 1280)
+    assert not w.panel.isVisible()
     close_window(qtbot, w)
 
 
@@ -203,6 +248,10 @@ def test_model_bar_load_speculation_acceptance_and_eject(qtbot, env):
     w.settings.set_model_settings(model_key(target.path), {"n_ctx": 2048, "threads": 1, "temperature": 0.0,
                                                            "max_tokens": 40})
     assert w.model_bar.load_button.text() == "Load"
+    # the bar names each source as app.engine.sources does (its short names; the full ones in the tooltips)
+    bar = w.model_bar.source
+    assert {bar.itemData(i): bar.itemText(i) for i in range(bar.count())} == sources.SHORT_LABELS
+    assert {bar.itemData(i): bar.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(bar.count())} == sources.LABELS
     with qtbot.waitSignal(w.bridge.events.loaded, timeout=30000):
         w.model_bar.load_button.click()
     qtbot.waitUntil(w.chat.model_ready, timeout=10000)
@@ -414,6 +463,29 @@ def test_pin_export_import_branch_and_search(qtbot, env):
     close_window(qtbot, w)
 
 
+def test_an_import_that_cannot_be_parsed_or_saved_is_one_line_and_writes_nothing(qtbot, env):
+    w = open_window(qtbot, env, load_last_model=False)
+    first = _seed(w)
+    clist = w.chat.conversation_list
+    clist.select(first)
+    js = env["tmp"] / "c.json"
+    assert clist.export_to(js, "json")
+    before = len(w.chats.list_conversations())
+    deep = env["tmp"] / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    assert clist.import_from(deep) is None
+    assert "nested too deeply" in w.chat.notice.text() and "\n" not in w.chat.notice.text()
+    w.chats.conn.execute("PRAGMA query_only = ON")  # the database refuses writes (a read-only file does too)
+    try:
+        assert clist.import_from(js) is None
+        assert w.chat.notice.text().startswith("Could not save c.json as a chat:")
+        assert "\n" not in w.chat.notice.text()
+    finally:
+        w.chats.conn.execute("PRAGMA query_only = OFF")
+    assert len(w.chats.list_conversations()) == before
+    close_window(qtbot, w)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # presets
 
@@ -457,6 +529,24 @@ def test_presets_save_apply_import_export(qtbot, env):
     close_window(qtbot, w)
 
 
+def test_a_preset_that_switches_the_source_keeps_its_speculation_values(qtbot, env):
+    # the history pair remembers draft_max 5; a preset that switches to history with draft_max 9 wins over it
+    w = open_window(qtbot, env, load_last_model=False)
+    load_tiny(qtbot, w)
+    target = model_named(w, "tiny-target")
+    w.settings.update_pair_settings(model_key(target.path), HISTORY_KEY, {"draft_max": 5, "draft_min": 0,
+                                                                           "adaptive": True})
+    w.presets.save(Preset("Wide", "", {"draft_source": sources.HISTORY, "draft_max": 9, "draft_min": 1,
+                                       "adaptive": False}))
+    assert w.panel.values().draft_source == sources.OFF
+    assert w.apply_preset_named("Wide")
+    v = w.panel.values()
+    assert (v.draft_source, v.draft_max, v.draft_min, v.adaptive) == (sources.HISTORY, 9, 1, False)
+    stored = w.settings.get_pair_settings(model_key(target.path), HISTORY_KEY)
+    assert (stored["draft_max"], stored["draft_min"], stored["adaptive"]) == (9, 1, False)
+    close_window(qtbot, w)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # keyboard
 
@@ -486,6 +576,14 @@ def test_keyboard_shortcuts_and_their_dialog(qtbot, env):
     qtbot.waitUntil(w.chat.input.hasFocus)
     qtbot.keyClick(w.chat.input, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(w.chat.conversation_list.search_box.hasFocus)
+    # the chat view's own focus methods (the window calls them): the search text is selected, to type over
+    w.chat.focus_input()
+    qtbot.waitUntil(w.chat.input.hasFocus)
+    w.chat.conversation_list.set_filter("zzz")
+    w.chat.focus_search()
+    qtbot.waitUntil(w.chat.conversation_list.search_box.hasFocus)
+    assert w.chat.conversation_list.search_box.selectedText() == "zzz"
+    w.chat.conversation_list.set_filter("")
 
     _seed(w)
     QGuiApplication.clipboard().clear()
