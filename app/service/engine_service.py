@@ -4,8 +4,9 @@ Every client — the chat window (through `app.ui.bridge`), the local server (`a
 submits a *request*: a function the worker runs with a `JobContext` (the engines, the request's cancel
 switch, a way to emit events). Requests run one at a time, in the order they were submitted.
 
-Every request ends in exactly one of `DONE`, `FAILED` or `CANCELLED` (`Ticket.outcome`), and that end is
-announced once (an event of that kind):
+Every request is announced "queued" before the worker can see it, so "queued" always comes before
+"started". Every request ends in exactly one of `DONE`, `FAILED` or `CANCELLED` (`Ticket.outcome`), and
+that end is announced once (an event of that kind):
 
 * cancelling a queued request ends it at once (it is taken out of the queue, it never runs);
 * cancelling the running one sets its `threading.Event`: generation checks it every round and llama.cpp
