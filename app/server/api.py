@@ -7,8 +7,8 @@ back whole. Every answer that is not a success is an OpenAI error object with th
 a client sends crashes the server. A POST must send ``Content-Type: application/json`` (else 415): a web
 page can send a "simple" POST (text/plain, a form) to any port without asking, but not JSON without CORS.
 Requests addressed to another site's name are refused before they reach an endpoint, and an internal
-error is a generic 500 (app.server.guard). A client that goes away cancels its request: a queued one leaves the
-queue at once, a running one stops within one decoding round.
+error is a generic 500 (app.server.guard). A client that goes away cancels its request: a queued one
+leaves the queue at once, a running one stops within one decoding round.
 
 Speculation statistics come in both shapes clients know: LM Studio's ``stats`` (tokens/s, time to first
 token, ``accepted_draft_tokens_count`` / ``rejected_…`` / ``total_…``) and llama-server's ``timings``
