@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     from app.engine.defaults import MAX_TOKENS, spec_defaults
     from app.engine.sampling import SamplingParams
     from app.engine.session import ModelSettings
+    from app.engine.speculative import MAX_DRAFT_TOKENS
     from app.server.config import ServerConfig
 
     sampling = SamplingParams()
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--draft", "-md", help="draft model (GGUF, same tokenizer as the target)")
     src.add_argument("--prompt-lookup", action="store_true", help=HELP_HISTORY)
     # the speculation options default to None: the draft source's own defaults (_spec_from_args)
-    pg.add_argument("--draft-max", type=_int_range(1, 32, "--draft-max"), default=None,
+    pg.add_argument("--draft-max", type=_int_range(1, MAX_DRAFT_TOKENS, "--draft-max"), default=None,
                     help=f"most guesses per round (default {by_draft.draft_max} with --draft, "
                          f"{by_lookup.draft_max} with --prompt-lookup)")
     pg.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
@@ -139,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{_on_off(by_lookup.adaptive)} with --prompt-lookup, as measured in docs/benchmarks.md)")
     pg.add_argument("--no-past-chats", action="store_true",
                     help="with --prompt-lookup: draft from this prompt only (past chats are neither read nor written)")
-    pg.add_argument("--draft-min", type=_int_range(0, 32, "--draft-min"), default=None,
+    pg.add_argument("--draft-min", type=_int_range(0, MAX_DRAFT_TOKENS, "--draft-min"), default=None,
                     help=f"drop a shorter draft (default {by_draft.draft_min})")
     pg.add_argument("--draft-p-min", type=_float_range(0.0, 0.999, "--draft-p-min"), default=None,
                     help=f"draft model: stop drafting below this probability (default {by_draft.draft_p_min})")
@@ -180,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsrc = pb.add_mutually_exclusive_group()
     bsrc.add_argument("--draft", "-md", help="draft model (GGUF, same tokenizer as the target)")
     bsrc.add_argument("--prompt-lookup", action="store_true", help=HELP_HISTORY)
-    pb.add_argument("--draft-max", type=_int_list(1, 32, "--draft-max"), default=None,
+    pb.add_argument("--draft-max", type=_int_list(1, MAX_DRAFT_TOKENS, "--draft-max"), default=None,
                     help="draft lengths to sweep, comma-separated "
                          f"(default {','.join(map(str, bench_defaults.draft_max))})")
     pb.add_argument("--no-adaptive", action="store_true",
@@ -215,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     vsrc = pv.add_mutually_exclusive_group()
     vsrc.add_argument("--draft", "-md", help="draft model for --model (library id or GGUF path)")
     vsrc.add_argument("--prompt-lookup", action="store_true", help=f"for --model: {HELP_HISTORY}")
-    pv.add_argument("--draft-max", type=_int_range(1, 32, "--draft-max"), default=None,
+    pv.add_argument("--draft-max", type=_int_range(1, MAX_DRAFT_TOKENS, "--draft-max"), default=None,
                     help="draft tokens per round for --model (default: the source's, or the pair's remembered preset)")
-    pv.add_argument("--draft-min", type=_int_range(0, 32, "--draft-min"), default=None)
+    pv.add_argument("--draft-min", type=_int_range(0, MAX_DRAFT_TOKENS, "--draft-min"), default=None)
     pv.add_argument("--draft-p-min", type=_float_range(0.0, 0.999, "--draft-p-min"), default=None)
     pv.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None)
     pv.add_argument("--api-key", default=None,
@@ -403,7 +404,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from app.server.models import ModelCatalog, PresetSource
     from app.server.runner import LocalServer
     from app.server.schema import SpecChoice
-    from app.service.engine_service import EngineService
+    from app.service.engine_service import DONE, SERVER_LOAD, EngineService
     from app.store.db import StoreError, default_db_path, default_history_dir, open_database
     from app.store.settings import SettingsStore
 
@@ -455,10 +456,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             spec = server.served.speculation(model, choice)
             if choice.given():
                 server.served.set_default(model.path, spec)
-            ticket = service.submit("server-load", lambda ctx: server.served.prepare(ctx, model, mid, spec),
+            ticket = service.submit(SERVER_LOAD, lambda ctx: server.served.prepare(ctx, model, mid, spec),
                                     label=f"load {mid}")
             ticket.wait()
-            if ticket.outcome != "done":
+            if ticket.outcome != DONE:
                 raise _CliError(f"cannot load {mid}: {ticket.error or 'cancelled'}")
         server.start()
     except ServerError as e:

@@ -42,6 +42,7 @@ class TinySpec:
     # that token's embedding (the draft shares the output matrix, so it predicts the end there too)
     eos_after: int | None = None
     name: str = "tiny"
+    chat_template: str | None = None  # None: the shared template (_writer)
 
 
 def vocabulary(variant: int = 0) -> tuple[list[str], list[float], list[int]]:
@@ -71,7 +72,8 @@ def vocabulary(variant: int = 0) -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def _writer(path: Path, arch: str, name: str, vocab_variant: int, n_layer: int, n_embd: int) -> gguf.GGUFWriter:
+def _writer(path: Path, arch: str, name: str, vocab_variant: int, n_layer: int, n_embd: int,
+            chat_template: str | None = None) -> gguf.GGUFWriter:
     """A GGUF writer with the shared header: sizes, the SentencePiece vocabulary, special tokens, template."""
     tokens, scores, types = vocabulary(vocab_variant)
     w = gguf.GGUFWriter(str(path), arch)
@@ -89,10 +91,10 @@ def _writer(path: Path, arch: str, name: str, vocab_variant: int, n_layer: int, 
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
-    w.add_chat_template(
+    w.add_chat_template(chat_template or (
         "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-    )
+    ))
     return w
 
 
@@ -113,7 +115,7 @@ def write_tiny_model(path: Path, spec: TinySpec) -> Path:
     shared = np.random.default_rng(spec.weights_seed)
     blocks = np.random.default_rng(spec.blocks_seed)
 
-    w = _writer(path, "llama", spec.name, spec.vocab_variant, spec.n_layer, e)
+    w = _writer(path, "llama", spec.name, spec.vocab_variant, spec.n_layer, e, spec.chat_template)
     w.add_feed_forward_length(ff)
     w.add_head_count(h)
     w.add_head_count_kv(hkv)

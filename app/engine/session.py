@@ -212,6 +212,11 @@ class Engine:
         return self._target is not None
 
     @property
+    def n_ctx(self) -> int:
+        """The loaded target's context size in tokens (EngineError when none is loaded)."""
+        return self.target.ctx.n_ctx
+
+    @property
     def adaptive_controller(self) -> AdaptiveDraftController | None:
         """What the adaptive draft length learned so far for this pair and these settings (None: nothing yet)."""
         return self._controller

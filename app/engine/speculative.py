@@ -24,8 +24,11 @@ from app.engine.adaptive import AdaptiveDraftController
 from app.engine.llama_backend import Context, DecodeAborted, EngineError, SpeculationUnsupported
 from app.engine.proposers import Proposer
 from app.engine.sampling import SamplingParams, TargetSampler
+from app.engine.units import format_acceptance
 
-__all__ = ["SpecSettings", "Piece", "GenerationStats", "GenerationResult", "RoundInfo", "generate"]
+__all__ = ["MAX_DRAFT_TOKENS", "SpecSettings", "Piece", "GenerationStats", "GenerationResult", "RoundInfo", "generate"]
+
+MAX_DRAFT_TOKENS = 32  # the most guesses a round may draft, whatever sets it (app, CLI, server)
 
 
 @dataclass
@@ -34,7 +37,7 @@ class SpecSettings:
     model's default; what each draft source starts with in the CLI, the app and the benchmark (the adaptive
     length) is `app.engine.defaults.spec_defaults(source)`."""
 
-    draft_max: int = 8  # at most this many guesses per round (1..32)
+    draft_max: int = 8  # at most this many guesses per round (1..MAX_DRAFT_TOKENS)
     draft_min: int = 0  # a draft shorter than this is not worth a verify batch: drop it
     draft_p_min: float = 0.0  # draft model: stop drafting when its top probability falls below this
     # choose the draft length each round (at most draft_max) from the recent acceptance, the measured costs
@@ -42,8 +45,8 @@ class SpecSettings:
     adaptive: bool = False
 
     def validate(self) -> None:
-        if not (1 <= self.draft_max <= 32):
-            raise ValueError(f"draft tokens (max) must be between 1 and 32, got {self.draft_max}")
+        if not (1 <= self.draft_max <= MAX_DRAFT_TOKENS):
+            raise ValueError(f"draft tokens (max) must be between 1 and {MAX_DRAFT_TOKENS}, got {self.draft_max}")
         if not (0 <= self.draft_min <= self.draft_max):
             raise ValueError(f"draft tokens (min) must be between 0 and the max ({self.draft_max}), got {self.draft_min}")
         if not (0.0 <= self.draft_p_min < 1.0):
@@ -104,7 +107,7 @@ class GenerationStats:
             f"{self.time_to_first_token:.2f} s to first token"
         )
         if self.drafted:
-            s += f" · accepted {self.accepted}/{self.drafted} draft tokens ({self.acceptance_rate:.0%})"
+            s += f" · {format_acceptance(self.accepted, self.drafted)}"
         for note in self.notes:
             s += f" · {note}"
         return s

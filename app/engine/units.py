@@ -6,6 +6,7 @@
   and ``nvidia-smi`` show them and as memory is sold: a 24 GiB card reads ``24.0 GiB``, not
   ``25.8 GB`` — `format_memory`.
 * **Counts** (parameters, downloads, likes) with K, M, B, T: ``135M``, ``1.7B`` — `format_count`.
+* **Draft acceptance**: ``accepted 15/20 draft tokens (75%)`` — `format_acceptance`.
 
 Files and counts keep two significant digits below 10 and whole numbers above, dropping a trailing
 ``.0`` (``7B``, ``4 GB``). Every formatter shows "—" for a value nobody knows (None or negative).
@@ -13,7 +14,7 @@ Files and counts keep two significant digits below 10 and whole numbers above, d
 
 from __future__ import annotations
 
-__all__ = ["UNKNOWN", "format_bytes", "format_count", "format_memory"]
+__all__ = ["UNKNOWN", "format_acceptance", "format_bytes", "format_count", "format_memory"]
 
 UNKNOWN = "—"
 
@@ -54,3 +55,8 @@ def format_count(n: float | None) -> str:
     if n is None or n < 0:
         return UNKNOWN
     return _scaled(n, _COUNT_UNITS, "") or f"{int(n)}"
+
+
+def format_acceptance(accepted: int, drafted: int) -> str:
+    """How much of the drafting the target accepted: 'accepted 15/20 draft tokens (75%)' (drafted > 0)."""
+    return f"accepted {accepted}/{drafted} draft tokens ({accepted / drafted:.0%})"

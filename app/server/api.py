@@ -4,8 +4,11 @@ Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1
 ``POST /v1/completions``. A completion is one request on the `EngineService` queue ("server"): the models
 load just in time (`ServedModels`), the reply streams as server-sent events (``stream: true``) or comes
 back whole. Every answer that is not a success is an OpenAI error object with the right status; nothing
-a client sends crashes the server. A client that goes away cancels its request: a queued one leaves the
-queue at once, a running one stops within one decoding round.
+a client sends crashes the server. A POST must send ``Content-Type: application/json`` (else 415): a web
+page can send a "simple" POST (text/plain, a form) to any port without asking, but not JSON without CORS.
+Requests addressed to another site's name are refused before they reach an endpoint, and an internal
+error is a generic 500 (app.server.guard). A client that goes away cancels its request: a queued one
+leaves the queue at once, a running one stops within one decoding round.
 
 Speculation statistics come in both shapes clients know: LM Studio's ``stats`` (tokens/s, time to first
 token, ``accepted_draft_tokens_count`` / ``rejected_…`` / ``total_…``) and llama-server's ``timings``
@@ -32,12 +35,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from app.engine.chat_template import Message
+from app.engine.chat_template import ChatTemplateError, Message
 from app.engine.llama_backend import EngineError
 from app.engine.session import ChatSession
 from app.engine.speculative import GenerationResult, GenerationStats
+from app.engine.units import format_acceptance
 from app.server import schema
 from app.server.config import MAX_BODY_BYTES
+from app.server.guard import ServerGuard
 from app.server.models import ModelCatalog, ServedModels
 from app.server.schema import ApiError, CompletionParams
 from app.service.app_requests import FRAME_SECONDS
@@ -45,6 +50,8 @@ from app.service.engine_service import (
     CANCELLED,
     DONE,
     FAILED,
+    SERVER,
+    SERVER_SWEEP,
     EngineService,
     Event,
     JobContext,
@@ -52,10 +59,9 @@ from app.service.engine_service import (
     RequestCancelled,
 )
 
-__all__ = ["ServerSettings", "RequestRecord", "create_app", "SERVER_KIND", "SWEEP_KIND"]
+__all__ = ["ServerSettings", "RequestRecord", "create_app", "JSON_TYPE"]
 
-SERVER_KIND = "server"
-SWEEP_KIND = "server-sweep"
+JSON_TYPE = "application/json"  # the only body a POST may send (a web page cannot send it without CORS)
 _FINISH = {"eos": "stop", "stop_string": "stop", "max_tokens": "length", "context_full": "length",
            "cancelled": "stop"}
 _LMS_STOP = {"eos": "eosFound", "stop_string": "stopStringFound", "max_tokens": "maxPredictedTokensReached",
@@ -68,6 +74,8 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()  # () = no CORS headers at all
     max_body_bytes: int = MAX_BODY_BYTES
     sweep_seconds: float = 1.0  # how often the idle TTL is checked
+    # the Host names a request may be addressed to (app.server.guard); None: any (off loopback)
+    allowed_hosts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ class RequestRecord:
             parts.append(f"{self.completion_tokens} tokens · {self.tokens_per_second:.1f} tok/s · "
                          f"{self.time_to_first_token:.2f} s to first token")
         if self.drafted:
-            parts.append(f"accepted {self.accepted}/{self.drafted} draft tokens ({self.accepted / self.drafted:.0%})")
+            parts.append(format_acceptance(self.accepted, self.drafted))
         if self.outcome and self.outcome != DONE:
             parts.append(self.outcome)
         if self.message:
@@ -151,6 +159,7 @@ class _Channel:
         self.loop = loop
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.api_error: ApiError | None = None
+        self.draft_model: str | None = None  # the id of the draft model drafting for it (set before "ready")
 
     def put(self, kind: str, value: Any = None) -> None:
         try:
@@ -170,12 +179,15 @@ def create_app(service: EngineService, catalog: ModelCatalog, served: ServedMode
                on_record: Callable[[RequestRecord], None] | None = None) -> Starlette:
     """The Starlette app for `service`; `on_record` gets one RequestRecord per request (server thread)."""
 
-    def record(request: Request, status: int, **kw: Any) -> None:
+    def record_line(method: str, path: str, status: int, **kw: Any) -> None:
         if on_record is not None:
             try:
-                on_record(RequestRecord(time.time(), request.method, request.url.path, status, **kw))
+                on_record(RequestRecord(time.time(), method, path, status, **kw))
             except Exception:  # noqa: BLE001 - a log listener must not break a request
                 pass
+
+    def record(request: Request, status: int, **kw: Any) -> None:
+        record_line(request.method, request.url.path, status, **kw)
 
     def authorized(request: Request) -> bool:
         if not settings.api_key:
@@ -192,6 +204,11 @@ def create_app(service: EngineService, catalog: ModelCatalog, served: ServedMode
         return _error(e)
 
     async def body_of(request: Request) -> dict[str, Any]:
+        given_type = request.headers.get("content-type", "")
+        if given_type.partition(";")[0].strip().lower() != JSON_TYPE:
+            got = f"got {given_type[:100]!r}" if given_type else "no Content-Type was sent"
+            raise ApiError(415, f"send the body as JSON with 'Content-Type: {JSON_TYPE}' ({got})",
+                           code="unsupported_media_type")
         limit = settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -258,7 +275,7 @@ def create_app(service: EngineService, catalog: ModelCatalog, served: ServedMode
             model_id = catalog.id_of(model.path) or params.model
             channel = _Channel(asyncio.get_running_loop())
             try:
-                ticket = service.submit(SERVER_KIND, _job(served, params, model, model_id, channel),
+                ticket = service.submit(SERVER, _job(served, params, model, model_id, channel),
                                         label=f"{request.url.path} {model_id}", on_event=channel.on_event,
                                         bounded=True)
             except QueueFull as e:
@@ -328,7 +345,7 @@ def create_app(service: EngineService, catalog: ModelCatalog, served: ServedMode
             choice["text"] = result.text
         body = {"id": rid, "object": "chat.completion" if params.chat else "text_completion", "created": created,
                 "model": model_id, "choices": [choice], "usage": usage(stats),
-                "stats": lmstudio_stats(stats, params.spec.draft_model), "timings": llama_timings(stats),
+                "stats": lmstudio_stats(stats, channel.draft_model), "timings": llama_timings(stats),
                 "system_fingerprint": "tandem"}
         _record_result(request, model_id, outcome, stats)
         return JSONResponse(body)
@@ -353,6 +370,8 @@ def create_app(service: EngineService, catalog: ModelCatalog, served: ServedMode
                 choice = {"index": 0, "text": delta_text or "", "finish_reason": finish, "logprobs": None}
             data = {"id": rid, "object": obj, "created": created, "model": model_id, "choices": [choice],
                     "system_fingerprint": "tandem", **extra}
+            if params.include_usage:  # OpenAI: every chunk before the usage chunk says "usage": null
+                data["usage"] = None
             return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
         done = False
@@ -375,7 +394,7 @@ def create_app(service: EngineService, catalog: ModelCatalog, served: ServedMode
             else:
                 stats = value.stats
                 yield chunk(None, _FINISH.get(stats.stop_reason, "stop"),
-                            stats=lmstudio_stats(stats, params.spec.draft_model), timings=llama_timings(stats))
+                            stats=lmstudio_stats(stats, channel.draft_model), timings=llama_timings(stats))
                 if params.include_usage:
                     data = {"id": rid, "object": obj, "created": created, "model": model_id, "choices": [],
                             "usage": usage(stats), "system_fingerprint": "tandem"}
@@ -395,7 +414,7 @@ def create_app(service: EngineService, catalog: ModelCatalog, served: ServedMode
             while True:
                 await asyncio.sleep(settings.sweep_seconds)
                 if (pending is None or pending.ended) and served.expired():
-                    pending = service.submit(SWEEP_KIND, served.sweep, label="unload idle models")
+                    pending = service.submit(SERVER_SWEEP, served.sweep, label="unload idle models")
 
         task = asyncio.create_task(sweeper())
         try:
@@ -413,12 +432,11 @@ def create_app(service: EngineService, catalog: ModelCatalog, served: ServedMode
         record(request, e.status, message=e.message)
         return _error(e)
 
-    async def crashed(request: Request, exc: Exception) -> Response:
-        e = ApiError(500, f"internal error: {type(exc).__name__}: {exc}"[:300], type="server_error")
-        record(request, 500, message=e.message)
-        return _error(e)
-
-    middleware = []
+    # the guard is outermost: a Host naming another site is refused first, and an internal error ends
+    # as a generic 500 and one log line (app.server.guard)
+    middleware = [Middleware(ServerGuard, allowed_hosts=settings.allowed_hosts,
+                             on_refused=lambda method, path, status, message: record_line(
+                                 method, path, status, message=message))]
     if settings.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                                      allow_methods=["GET", "POST", "OPTIONS"],
@@ -431,7 +449,7 @@ def create_app(service: EngineService, catalog: ModelCatalog, served: ServedMode
         Route("/v1/completions", completions, methods=["POST"]),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                     exception_handlers={HTTPException: not_found, Exception: crashed})
+                     exception_handlers={HTTPException: not_found})
 
 
 async def _next(channel: _Channel, request: Request) -> tuple[str, Any] | None:
@@ -459,13 +477,27 @@ def _job(served: ServedModels, params: CompletionParams, model, model_id: str, c
         try:
             spec = served.speculation(model, params.spec)
             engine = served.prepare(ctx, model, model_id, spec)
+        except ApiError as e:
+            channel.api_error = e
+            raise
+        try:  # the model counts as used until the reply ends (the idle TTL starts then)
+            return reply(ctx, engine, served.draft_id(spec))
+        finally:
+            served.used(model)
+
+    def reply(ctx: JobContext, engine, draft_id: str | None) -> GenerationResult:
+        try:
             if params.chat:
                 chat = ChatSession(engine)
                 chat.messages = [Message(role, text) for role, text in params.messages]
-                prompt = engine.tokenize_prompt(chat.render(), special=True)
+                try:
+                    rendered = chat.render()
+                except ChatTemplateError as e:  # the model's template refuses these messages
+                    raise ApiError(400, str(e), param="messages") from None
+                prompt = engine.tokenize_prompt(rendered, special=True)
             else:
                 prompt = engine.tokenize_prompt(params.prompt)
-            n_ctx = engine.target.ctx.n_ctx
+            n_ctx = engine.n_ctx
             if len(prompt) >= n_ctx:
                 raise ApiError(400, f"the prompt is {len(prompt)} tokens: longer than the context ({n_ctx} tokens)",
                                param="messages" if params.chat else "prompt", code="context_length_exceeded")
@@ -476,6 +508,7 @@ def _job(served: ServedModels, params: CompletionParams, model, model_id: str, c
             if "template" in str(e).lower():
                 channel.api_error = ApiError(400, str(e))
             raise
+        channel.draft_model = draft_id
         ctx.emit("ready", len(prompt))
         max_tokens = min(params.max_tokens, n_ctx - len(prompt))
         buffer: list[str] = []

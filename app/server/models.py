@@ -7,11 +7,13 @@
   the worker thread, inside requests. A model is loaded when a request names it; before a load the memory
   estimate (`app.engine.memory`) of the new model must fit the memory available now — idle server models
   are unloaded first, least recently used first, until it does; if it still does not fit, the request fails
-  (503), nothing is overcommitted. A model nobody asked for during the TTL is unloaded (`sweep`).
+  (503), nothing is overcommitted; a draft loaded for a model already loaded is checked the same way. A
+  model no request used during the TTL (counted from when its last request ended) is unloaded (`sweep`).
 * Speculation per request: what the request asks for (`SpecChoice`), else the server's default for that
   model (`tandem serve --draft / --prompt-lookup`), else the preset the app remembers for the pair
-  (`app.store.settings`: the model's draft source and draft, the pair's draft settings), else off. Every
-  source starts from `spec_defaults(source)`.
+  (`app.store.settings`: the model's draft source and draft, the pair's draft settings), else off. The
+  request's draft settings apply over the serve default's (e.g. `--draft-max 6` stays with a request's
+  draft_min), else over `spec_defaults(source)` with the pair's remembered ones.
 """
 
 from __future__ import annotations
@@ -134,11 +136,12 @@ class PresetSource:
         return store.get_pair_settings(model_key(target), draft_key) if store is not None else {}
 
 
-def _spec_from(source: str, stored: dict[str, Any], given: dict[str, Any]) -> SpecSettings:
-    base = spec_defaults(source)
+def _spec_from(base: SpecSettings, stored: dict[str, Any], given: dict[str, Any]) -> SpecSettings:
+    """`base` with the remembered fields of `stored`, then the request's `given` ones; ValueError when the
+    result is out of range. A draft_min nobody gave is lowered to a smaller draft_max."""
     known = {k: stored[k] for k in _SPEC_FIELDS if k in stored and isinstance(stored[k], type(getattr(base, k)))}
     spec = replace(base, **known, **given)
-    if spec.draft_min > spec.draft_max:
+    if spec.draft_min > spec.draft_max and "draft_min" not in given:
         spec = replace(spec, draft_min=spec.draft_max)
     spec.validate()
     return spec
@@ -150,7 +153,6 @@ class _Slot:
         self.model = model
         self.model_id = model_id
         self.last_used = time.monotonic()
-        self.estimate_bytes = 0
 
 
 class ServedModels:
@@ -200,9 +202,12 @@ class ServedModels:
                     raise ApiError(404, f"draft model '{choice.draft_model}' is not in the library (GET /v1/models)",
                                    param="draft_model", code="model_not_found")
                 draft = found.path
-        elif model.path in self._defaults:
+        elif model.path in self._defaults:  # the serve default's settings, then the request's
             d = self._defaults[model.path]
-            return replace(d, spec=_spec_from(d.source, {}, choice.settings)) if choice.settings else d
+            try:
+                return replace(d, spec=_spec_from(d.spec, {}, choice.settings)) if choice.settings else d
+            except ValueError as e:
+                raise ApiError(400, str(e), param=next(iter(choice.settings))) from None
         else:
             try:
                 source = sources.normalize_source(str(stored.get("draft_source", sources.OFF)))
@@ -214,7 +219,7 @@ class ServedModels:
         key = HISTORY_KEY if source == sources.HISTORY else (_key(draft) if draft is not None else None)
         pair = self.presets.pair_settings(model.path, key) if key else {}
         try:
-            spec = _spec_from(source, pair, choice.settings)
+            spec = _spec_from(spec_defaults(source), pair, choice.settings)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         gpu = pair.get("draft_gpu_layers", 0)
@@ -240,13 +245,30 @@ class ServedModels:
                 self._slots[name] = slot
         engine = ctx.engine(name)
         slot.last_used = time.monotonic()
-        self._apply(engine, settings, spec)
+        self._apply(ctx, engine, settings, spec, name)
         return engine
 
-    def _apply(self, engine: Engine, settings: ModelSettings, spec: Speculation) -> None:
+    def used(self, model: LocalModel) -> None:
+        """A request for `model` ended: its idle time counts from now."""
+        slot = self._slots.get(SLOT_PREFIX + str(model.path))
+        if slot is not None:
+            slot.last_used = time.monotonic()
+
+    def draft_id(self, spec: Speculation) -> str | None:
+        """The id of the draft model of `spec` (its file name when the library does not hold it); None: none."""
+        if spec.source != sources.DRAFT_MODEL or spec.draft is None:
+            return None
+        return self.catalog.id_of(spec.draft) or model_stem(spec.draft.name)
+
+    def _apply(self, ctx: JobContext, engine: Engine, settings: ModelSettings, spec: Speculation,
+               name: str) -> None:
         if spec.source == sources.DRAFT_MODEL:
             draft_info = engine.draft_info
             if engine.speculation != sources.DRAFT_MODEL or draft_info is None or draft_info.path != spec.draft:
+                if engine.speculation != sources.OFF:
+                    engine.disable_speculation()  # the draft it replaces frees its memory first
+                load = ModelLoad(inspect_gguf(spec.draft), spec.draft_gpu_layers, settings.n_ctx)
+                self._fit(ctx, estimate_load([load]), spec.draft.name, exclude=name)
                 try:
                     engine.load_draft(replace(settings, path=spec.draft, n_gpu_layers=spec.draft_gpu_layers,
                                               workers=(), split=None))  # the draft stays on this machine
@@ -269,7 +291,11 @@ class ServedModels:
                                    n_outputs=1 + (spec.spec.draft_max if spec.source != sources.OFF else 0)))
         if spec.source == sources.DRAFT_MODEL and spec.draft is not None:
             loads.append(ModelLoad(inspect_gguf(spec.draft), spec.draft_gpu_layers, settings.n_ctx))
-        estimate = estimate_load(loads)
+        self._fit(ctx, estimate_load(loads), model.file_name, exclude)
+
+    def _fit(self, ctx: JobContext, estimate, what: str, exclude: str) -> None:
+        """Unload idle models (least recently used first, never `exclude`) until `estimate` fits the memory
+        available now; ApiError 503 when it cannot, so nothing is overcommitted."""
         while True:
             res = self._resources()
             fits, message = estimate.fits(available_ram=res.available_ram, free_vram=res.free_vram,
@@ -278,7 +304,7 @@ class ServedModels:
                 return
             idle = sorted((s for n, s in self._slots.items() if n != exclude), key=lambda s: s.last_used)
             if not idle:
-                raise ApiError(503, f"not enough memory to load '{model.file_name}': {message}",
+                raise ApiError(503, f"not enough memory to load '{what}': {message}",
                                type="server_error", code="insufficient_memory")
             self.unload(ctx, idle[0].name)
 

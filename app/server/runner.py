@@ -17,13 +17,12 @@ import uvicorn
 
 from app.engine.workers import Endpoint
 from app.server.api import RequestRecord, ServerSettings, create_app
-from app.server.config import ServerConfig, ServerError
+from app.server.config import ServerConfig, ServerError, is_loopback
+from app.server.guard import LOOPBACK_NAMES
 from app.server.models import ModelCatalog, PresetSource, ServedModels
-from app.service.engine_service import EngineService
+from app.service.engine_service import SERVER_STOP, EngineService
 
-__all__ = ["LocalServer", "STOP_KIND"]
-
-STOP_KIND = "server-stop"
+__all__ = ["LocalServer"]
 
 class LocalServer:
     """The server's thread, its uvicorn instance and its models on `service`."""
@@ -38,8 +37,10 @@ class LocalServer:
         self.config = config
         self.served = ServedModels(catalog, presets or PresetSource(None), ttl_seconds=config.ttl_seconds,
                                    workers=workers, split=split)
+        # on loopback only this computer's names pass as the Host (DNS rebinding); elsewhere the API key guards
+        hosts = (*LOOPBACK_NAMES, config.host) if is_loopback(config.host) else None
         settings = ServerSettings(api_key=config.api_key or None, cors_origins=tuple(config.cors_origins),
-                                  max_body_bytes=config.max_body_bytes)
+                                  max_body_bytes=config.max_body_bytes, allowed_hosts=hosts)
         self.app = create_app(service, catalog, self.served, settings, on_record)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -97,5 +98,5 @@ class LocalServer:
         self._thread = None
         self._server = None
         if self.service.is_alive():
-            self.service.submit(STOP_KIND, self.served.unload_all, label="unload the server's models")
+            self.service.submit(SERVER_STOP, self.served.unload_all, label="unload the server's models")
         return stopped

@@ -21,7 +21,7 @@ from typing import Any
 from app.engine import sources
 from app.engine.defaults import MAX_TOKENS
 from app.engine.sampling import SamplingParams
-from app.engine.speculative import SpecSettings
+from app.engine.speculative import MAX_DRAFT_TOKENS, SpecSettings
 
 __all__ = ["ApiError", "CompletionParams", "SpecChoice", "parse_json", "parse_chat", "parse_completion",
            "MAX_STOP_STRINGS", "MAX_MESSAGES"]
@@ -282,7 +282,7 @@ def _spec(body: dict) -> SpecChoice:
         raise _bad(f"draft_source \"{sources.DRAFT_MODEL}\" needs 'draft_model' (a model id)", "draft_model")
     given: dict[str, Any] = {}
     for name in ("draft_max", "draft_min"):
-        v = _int(body, name, 0 if name == "draft_min" else 1, 32)
+        v = _int(body, name, 0 if name == "draft_min" else 1, MAX_DRAFT_TOKENS)
         if v is not None:
             given[name] = v
     p_min = _float(body, "draft_p_min")
@@ -293,10 +293,10 @@ def _spec(body: dict) -> SpecChoice:
         given["adaptive"] = adaptive
     if given:
         try:
-            replace(SpecSettings(draft_max=32), **given).validate()
+            replace(SpecSettings(draft_max=MAX_DRAFT_TOKENS), **given).validate()
         except ValueError as e:
             raise _bad(str(e), next(iter(given))) from None
-        if given.get("draft_min", 0) > given.get("draft_max", 32):
+        if given.get("draft_min", 0) > given.get("draft_max", MAX_DRAFT_TOKENS):
             raise _bad(f"'draft_min' ({given['draft_min']}) is larger than 'draft_max' ({given['draft_max']})",
                        "draft_min")
     return SpecChoice(source, draft_model, given)

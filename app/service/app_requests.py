@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from app.engine import bench, sources
 from app.engine.chat_template import Message
+from app.engine.defaults import MAX_TOKENS
 from app.engine.llama_backend import EngineError, default_threads
 from app.engine.sampling import SamplingParams
 from app.engine.session import ChatSession, ModelSettings, WorkerLost
@@ -27,7 +28,7 @@ from app.engine.speculative import GenerationResult, GenerationStats, Piece, Rou
 from app.service.engine_service import APP_SLOT, EngineService, JobContext, RequestCancelled, Ticket
 
 __all__ = ["GenerateRequest", "BenchRequest", "FRAME_SECONDS", "LIVE_SECONDS", "BENCH_PROGRESS_SECONDS",
-           "CHAT", "LOAD_TARGET", "LOAD_DRAFT", "USE_HISTORY", "DISABLE_SPECULATION", "SET_SPEC", "UNLOAD",
+           "CHAT", "APP_KINDS", "LOAD_TARGET", "LOAD_DRAFT", "USE_HISTORY", "DISABLE_SPECULATION", "SET_SPEC", "UNLOAD",
            "SET_HISTORY", "CLEAR_HISTORY", "BENCHMARK", "load_target", "load_draft", "use_history",
            "disable_speculation", "set_spec", "unload", "set_history_enabled", "clear_history", "generate",
            "run_benchmark", "stopped_before_start", "speculation_after"]
@@ -42,6 +43,8 @@ TARGET_LOST = "target_lost"  # event of a reply whose target lost a worker (the 
 LOAD_TARGET, LOAD_DRAFT, UNLOAD = "load-target", "load-draft", "unload"
 USE_HISTORY, DISABLE_SPECULATION, SET_SPEC = "use-history", "disable-speculation", "set-spec"
 SET_HISTORY, CLEAR_HISTORY = "set-history", "clear-history"
+APP_KINDS = frozenset({CHAT, BENCHMARK, LOAD_TARGET, LOAD_DRAFT, UNLOAD, USE_HISTORY, DISABLE_SPECULATION,
+                       SET_SPEC, SET_HISTORY, CLEAR_HISTORY})  # every kind of request the chat window asks for
 
 
 @dataclass
@@ -51,7 +54,7 @@ class GenerateRequest:
     messages: list[Message]
     system_prompt: str = ""
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    max_tokens: int = 512
+    max_tokens: int = MAX_TOKENS
     stop: list[str] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from app.engine.chat_template import Message
 from app.engine.speculative import GenerationResult, GenerationStats
-from app.service.engine_service import CANCELLED, DONE, FAILED
+from app.service.app_requests import BENCHMARK
+from app.service.engine_service import CANCELLED, DONE, FAILED, SERVER
 from app.store.chats import StoredMessage
 
 __all__ = ["SEND", "REGENERATE", "EDIT", "TURN_KINDS", "FailedTurn", "TurnEnd", "turn_messages", "end_turn",
@@ -101,7 +102,7 @@ def failed_turn_to_drop(messages: Sequence[StoredMessage], failed: FailedTurn | 
 
 def waiting_notice(ahead: int, ahead_kind: str | None) -> str:
     """What the chat says while its turn waits in the engine's queue."""
-    who = {"server": "the local server is answering a request", "benchmark": "a benchmark is running"}.get(
+    who = {SERVER: "the local server is answering a request", BENCHMARK: "a benchmark is running"}.get(
         ahead_kind or "", "the engine is busy")
     more = f" ({ahead} requests ahead)" if ahead > 1 else ""
     return f"Waiting: {who}{more}. Your reply starts when it is done."

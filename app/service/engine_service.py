@@ -4,8 +4,9 @@ Every client — the chat window (through `app.ui.bridge`), the local server (`a
 submits a *request*: a function the worker runs with a `JobContext` (the engines, the request's cancel
 switch, a way to emit events). Requests run one at a time, in the order they were submitted.
 
-Every request ends in exactly one of `DONE`, `FAILED` or `CANCELLED` (`Ticket.outcome`), and that end is
-announced once (an event of that kind):
+Every request is announced "queued" before the worker can see it, so "queued" always comes before
+"started". Every request ends in exactly one of `DONE`, `FAILED` or `CANCELLED` (`Ticket.outcome`), and
+that end is announced once (an event of that kind):
 
 * cancelling a queued request ends it at once (it is taken out of the queue, it never runs);
 * cancelling the running one sets its `threading.Event`: generation checks it every round and llama.cpp
@@ -40,18 +41,23 @@ from app.engine.gguf_info import GGUFError
 from app.engine.llama_backend import EngineError, LoadCancelled
 from app.engine.session import Engine
 
-__all__ = ["DONE", "FAILED", "CANCELLED", "OUTCOMES", "APP_SLOT", "Event", "Ticket", "JobContext",
+__all__ = ["DONE", "FAILED", "CANCELLED", "OUTCOMES", "APP_SLOT", "SERVER", "SERVER_LOAD", "SERVER_SWEEP",
+           "SERVER_STOP", "EXPECTED_FAILURES", "Event", "Ticket", "JobContext",
            "RequestCancelled", "QueueFull", "EngineService", "readable"]
 
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
 OUTCOMES = (DONE, FAILED, CANCELLED)
 APP_SLOT = "app"
 SHUTTING_DOWN = "the engine is shutting down"
+# the local server's request kinds (app.server): a completion, a model loaded ahead, the idle sweep, the stop
+SERVER, SERVER_LOAD, SERVER_SWEEP, SERVER_STOP = "server", "server-load", "server-sweep", "server-stop"
+# the failures a request may end with and a person can act on: one line, no traceback
+EXPECTED_FAILURES = (EngineError, ValueError, OSError, GGUFError, ChatTemplateError)
 
 
 def readable(e: BaseException) -> str:
     """One line for an engine-side failure (what a person reads in the app, the server's error object)."""
-    return error_message(e, (EngineError, ValueError, OSError, GGUFError, ChatTemplateError))
+    return error_message(e, EXPECTED_FAILURES)
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,7 @@ class EngineService:
         self._queue: deque[tuple[Ticket, Job, bool]] = deque()
         self._running: Ticket | None = None
         self._cond = threading.Condition()
+        self._submitting = threading.RLock()  # one submission at a time (a listener may submit: re-entrant)
         self._closing = False
         self._ids = itertools.count(1)
         self._listeners: list[Callable[[Event], None]] = []
@@ -196,22 +203,27 @@ class EngineService:
         """Queue `job`; returns its ticket at once. `cancel`: the request's own stop switch (one is made if
         None). `bounded`: refuse with QueueFull when `max_queued` bounded requests already wait."""
         ticket = Ticket(next(self._ids), kind, label, on_event, cancel)
-        with self._cond:
-            if self._closing:
-                refused = True
-            else:
-                refused = False
-                if bounded and sum(1 for _, _, b in self._queue if b) >= self.max_queued:
-                    raise QueueFull(self.max_queued)
-                self._queue.append((ticket, job, bounded))
-                position = len(self._queue) - 1 + (self._running is not None)
-                ahead = self._running if self._running is not None else (self._queue[0][0] if position else None)
-                ahead_kind = ahead.kind if ahead is not None else ""
-                self._cond.notify_all()
+        # "queued" is announced before the worker can see the request, so it always comes before "started";
+        # submissions take turns, so the position announced is never too small
+        with self._submitting:
+            with self._cond:
+                refused = self._closing
+                if not refused:
+                    if bounded and sum(1 for _, _, b in self._queue if b) >= self.max_queued:
+                        raise QueueFull(self.max_queued)
+                    position = len(self._queue) + (self._running is not None)
+                    ahead = self._running if self._running is not None else (self._queue[0][0] if position else None)
+                    ahead_kind = ahead.kind if ahead is not None else ""
+            if not refused:
+                self._publish(ticket, "queued", (position, ahead_kind))
+                with self._cond:
+                    refused = self._closing
+                    if not refused:
+                        self._queue.append((ticket, job, bounded))
+                        self._cond.notify_all()
         if refused:
             self._finish(ticket, FAILED, None, SHUTTING_DOWN)
             return ticket
-        self._publish(ticket, "queued", (position, ahead_kind))
         self._publish_depth(ticket)
         return ticket
 
@@ -307,7 +319,7 @@ class EngineService:
         except LoadCancelled:
             return CANCELLED, None, ""
         except BaseException as e:  # noqa: BLE001 - every failure ends the request, never the worker
-            if not isinstance(e, (EngineError, ValueError, OSError, GGUFError, ChatTemplateError)):
+            if not isinstance(e, EXPECTED_FAILURES):
                 traceback.print_exc()
             return FAILED, None, readable(e)
         return DONE, result, ""

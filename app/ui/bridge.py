@@ -5,7 +5,8 @@ local server and a benchmark share. Commands become requests on that queue (app.
 what the service announces comes back as the signals of `events`.
 
 Every signal of `events` is emitted in the GUI thread, whatever thread the service announced from: the
-service's listener only hands the event to a queued connection, and the bridge turns it into signals when
+service's listener only hands the event to a queued connection (only the queue depth and the events of the
+window's kinds of request: another client's never reach the GUI thread), and the bridge turns it into signals when
 the GUI thread's event loop delivers it. So anything connected to these signals — a bound method, a lambda,
 pytest-qt's `waitSignal` — runs in the GUI thread. (A callable with no QObject receiver connected to a signal
 emitted in a worker thread runs in that worker thread: pytest-qt's `waitSignal` then stops its timeout timer
@@ -75,7 +76,7 @@ class EngineBridge(QObject):
         self._mine: dict[int, Ticket] = {}  # this bridge's requests that have not ended
         self._chat: Ticket | None = None  # the latest reply asked for (Stop's target)
         self._bench: Ticket | None = None
-        self._unsubscribe = self.service.subscribe(self._event.emit)
+        self._unsubscribe = self.service.subscribe(self._hand_over)
 
     @property
     def events(self) -> EngineEvents:
@@ -176,6 +177,12 @@ class EngineBridge(QObject):
         self.aboutToShutdown.emit()
         self._unsubscribe()
         return self.service.shutdown(timeout_ms / 1000)
+
+    def _hand_over(self, event: Event) -> None:
+        """(Any thread.) Queue the events the window needs for the GUI thread: the queue depth and the events
+        of the chat window's kinds of request; another client's (the server's streamed pieces) stay out."""
+        if event.kind == "queue" or event.request_kind in rq.APP_KINDS:
+            self._event.emit(event)
 
     # -- events (GUI thread) ------------------------------------------------------------------------------
     def _dispatch(self, event: Event) -> None:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from app.engine import sources
 from app.engine.speculative import GenerationStats
+from app.engine.units import format_acceptance
 from app.ui.elided_label import ElidedLabel
 
 __all__ = ["ModelBar", "ModelEntry", "NO_PRESET", "speculation_summary"]
@@ -56,8 +57,8 @@ def speculation_summary(mode: str, stats: GenerationStats | None, draft_name: st
         return f"{head} · no reply yet"
     if not stats.drafted:
         return f"{head} · last reply: nothing drafted · {stats.decode_tokens_per_second:.1f} tok/s"
-    return (f"{head} · last reply accepted {stats.accepted}/{stats.drafted} draft tokens "
-            f"({stats.acceptance_rate:.0%}) · {stats.decode_tokens_per_second:.1f} tok/s")
+    return (f"{head} · last reply {format_acceptance(stats.accepted, stats.drafted)} · "
+            f"{stats.decode_tokens_per_second:.1f} tok/s")
 
 
 def _fill(combo: QComboBox, model: QStandardItemModel, entries: list[ModelEntry], none_text: str) -> None:

@@ -10,7 +10,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 from app.engine.speculative import GenerationStats
-from app.engine.units import format_memory
+from app.engine.units import format_acceptance, format_memory
 from app.hardware import monitor
 
 __all__ = ["ResourceMonitor"]
@@ -50,7 +50,7 @@ class ResourceMonitor(QWidget):
         self._show_acceptance(stats.accepted, stats.drafted)
 
     def _show_acceptance(self, accepted: int, drafted: int) -> None:
-        self.acceptance.setText(f"accepted {accepted}/{drafted} ({accepted / drafted:.0%})" if drafted else "")
+        self.acceptance.setText(format_acceptance(accepted, drafted) if drafted else "")
 
     # -- hardware -------------------------------------------------------------------------------------------
     def poll(self) -> None:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
 
+from app.library.local import LocalLibrary
 from app.server.config import ServerConfig, ServerError
+from app.server.guard import INTERNAL_ERROR
+from app.server.models import ModelCatalog
+from app.server.runner import LocalServer
 from app.service.engine_service import OUTCOMES
 from app.store.db import open_database
 from app.store.settings import HISTORY_KEY, SettingsStore, model_key
 from tests.server.conftest import DRAFT, OTHER, TARGET
+from tests.tiny_models import TARGET as TARGET_SPEC
+from tests.tiny_models import write_tiny_model
 
 GREEDY = {"temperature": 0, "seed": 1}
 
@@ -77,6 +84,7 @@ def test_chat_stream_matches_whole_reply_and_include_usage_adds_a_final_usage_ch
     assert len(final) == 1 and "timings" in final[0] and "stats" in final[0]
     usage_chunk = chunks[-1]
     assert usage_chunk["choices"] == []
+    assert all("usage" in c and c["usage"] is None for c in chunks[:-1])  # OpenAI: null until the usage chunk
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         assert usage_chunk["usage"][key] == whole["usage"][key]
     assert usage_chunk["usage"]["prompt_tokens_details"]["cached_tokens"] > 0  # the same prompt: reused
@@ -109,6 +117,7 @@ def test_per_request_draft_model_and_settings(client):
     assert drafted["choices"][0]["message"]["content"] == plain["choices"][0]["message"]["content"]  # exact
     assert drafted["timings"]["draft_n"] > 0 and drafted["stats"]["total_draft_tokens_count"] > 0
     assert drafted["stats"]["accepted_draft_tokens_count"] == drafted["timings"]["draft_n_accepted"]
+    assert drafted["stats"]["draft_model"] == DRAFT
     history = chat(client, max_tokens=40, draft_source="history").json()
     assert history["choices"][0]["message"]["content"] == plain["choices"][0]["message"]["content"]
     r = chat(client, draft_model=OTHER)
@@ -127,6 +136,7 @@ def test_without_draft_fields_the_pairs_remembered_preset_is_used(client, librar
     store.set_pair_settings(model_key(target), HISTORY_KEY, {"draft_max": 5})
     r = chat(client, max_tokens=40).json()
     assert r["stats"]["total_draft_tokens_count"] > 0
+    assert r["stats"]["draft_model"] == DRAFT  # the preset's draft, named though the request named none
     off = chat(client, max_tokens=40, draft_source="off").json()
     assert off["timings"]["draft_n"] == 0
     assert off["choices"][0]["message"]["content"] == r["choices"][0]["message"]["content"]
@@ -252,7 +262,7 @@ def test_bad_requests_get_openai_error_objects(client, body, status, param):
 
 def test_limits_and_unknown_routes(client):
     big = b'{"model": "x", "prompt": "' + b"a" * (5 * 1024 * 1024) + b'"}'
-    r = client.post("/v1/completions", content=big)
+    r = client.post("/v1/completions", content=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
     long_prompt = {"model": TARGET, "prompt": "the value of data " * 3000, "max_tokens": 4}
     r = client.post("/v1/completions", json=long_prompt)
@@ -260,3 +270,97 @@ def test_limits_and_unknown_routes(client):
     assert client.get("/v1/nothing").status_code == 404 and "error" in client.get("/v1/nothing").json()
     assert client.get("/v1/chat/completions").status_code == 405
     assert client.post("/v1/completions", json={"model": TARGET, "prompt": "ok", "max_tokens": 2}).status_code == 200
+
+
+def test_a_post_that_is_not_json_gets_415(client, server):
+    """A web page may send a "simple" POST (text/plain, a form) to the port without asking: refused unread."""
+    body = json.dumps({"model": TARGET, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        r = client.post("/v1/chat/completions", content=body, headers={"Content-Type": content_type})
+        assert r.status_code == 415, (content_type, r.text)
+        assert r.json()["error"]["code"] == "unsupported_media_type" and "application/json" in r.json()["error"]["message"]
+    assert client.post("/v1/completions", content=b'{"model": "x", "prompt": "y"}').status_code == 415  # none sent
+    ok = client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200, ok.text
+
+
+def test_on_loopback_only_this_computers_names_pass_as_the_host(client, server, start_server):
+    """DNS rebinding: a site's own name resolving to 127.0.0.1 arrives as its Host, and is refused."""
+    for host in ("evil.test", f"evil.test:{server.port}", "127.0.0.1.evil.test", "192.168.1.5"):
+        for r in (client.get("/v1/models", headers={"Host": host}),
+                  client.post("/v1/chat/completions", headers={"Host": host},
+                              json={"model": TARGET, "messages": [{"role": "user", "content": "hi"}]})):
+            assert r.status_code == 400, (host, r.text)
+            assert r.json()["error"]["code"] == "invalid_host"
+    for host in (f"127.0.0.1:{server.port}", "localhost", f"localhost:{server.port}", f"[::1]:{server.port}",
+                 "LOCALHOST."):
+        assert client.get("/v1/models", headers={"Host": host}).status_code == 200, host
+    # off loopback any Host passes: the API key keeps others out
+    wide, _ = start_server(host="0.0.0.0", api_key="k")
+    base = f"http://127.0.0.1:{wide.port}"
+    named = httpx.get(f"{base}/v1/models", headers={"Host": "my-machine.lan", "Authorization": "Bearer k"})
+    assert named.status_code == 200
+    assert httpx.get(f"{base}/v1/models", headers={"Host": "my-machine.lan"}).status_code == 401
+
+
+def test_a_chat_template_that_refuses_the_messages_is_a_400(client, library_dir):
+    template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                "{% endif %}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+    write_tiny_model(library_dir / "tiny-org/tiny-repo/tiny-strict.gguf",
+                     replace(TARGET_SPEC, name="tiny-strict", chat_template=template))
+    body = {"model": "tiny-org/tiny-repo/tiny-strict", "max_tokens": 4,
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "messages" and "System role not supported" in err["message"]
+    body["messages"] = body["messages"][1:]
+    assert client.post("/v1/chat/completions", json=body).status_code == 200  # the same model, allowed messages
+
+
+class _BrokenLibrary(LocalLibrary):
+    """A library whose scan fails with an internal error (what no request can cause on purpose)."""
+
+    def scan(self, *args, **kwargs):
+        raise RuntimeError("secret detail from /home/someone/internals")
+
+
+def test_an_internal_error_is_a_generic_500_and_one_log_line(service, library_dir, capfd, caplog):
+    records: list = []
+    server = LocalServer(service, ModelCatalog(_BrokenLibrary([library_dir], cache_path=None)),
+                         ServerConfig(port=0), on_record=records.append)
+    server.start()
+    try:
+        capfd.readouterr()
+        with caplog.at_level("ERROR", logger="tandem.server"):
+            r = httpx.get(f"http://127.0.0.1:{server.port}/v1/models", timeout=30)
+            assert r.status_code == 500
+            assert r.json()["error"]["message"] == INTERNAL_ERROR and "secret" not in r.text
+            assert httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=30).status_code == 200  # still serving
+        lines = [rec.getMessage() for rec in caplog.records if rec.name == "tandem.server"]
+        assert len(lines) == 1 and "internal error on GET /v1/models" in lines[0] and "\n" not in lines[0]
+        assert "Traceback" not in capfd.readouterr().err  # uvicorn printed nothing of it
+        assert [rec.status for rec in records if rec.path == "/v1/models"] == [500]
+    finally:
+        assert server.stop()
+
+
+def test_the_idle_ttl_counts_from_when_the_request_ended(client, server):
+    chat(client)  # loaded
+    with client.stream("POST", "/v1/chat/completions",
+                       json={"model": TARGET, "messages": [{"role": "user", "content": "the value of data"}],
+                             "max_tokens": 600, "stream": True, **GREEDY}) as r:
+        lines = r.iter_lines()
+        for line in lines:
+            if '"content"' in line and '"content": ""' not in line:
+                break
+        generating = time.monotonic()  # the request has been running since before this
+        for _ in lines:
+            pass
+    ended = time.monotonic()
+    assert ended > generating
+    # idle for less than the TTL since it ended, though longer since it started
+    margin = (ended - generating) / 2
+    assert not server.served.expired(now=ended + server.served.ttl_seconds - margin)
+    assert server.served.expired(now=ended + server.served.ttl_seconds + 1)

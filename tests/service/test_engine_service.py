@@ -155,7 +155,8 @@ def test_a_reply_streams_pieces_and_stop_before_start_ends_it_stopped(tiny_targe
         assert s.shutdown(30)
 
 
-def _spin(seconds: float) -> None:
+def _spin(seconds: float, started) -> None:
+    started.set()
     end = time.monotonic() + seconds
     x = 0
     while time.monotonic() < end:
@@ -165,9 +166,11 @@ def _spin(seconds: float) -> None:
 def test_every_request_ends_exactly_once_under_a_cpu_hog(tiny_target, tiny_draft):
     """Two processes spin on the cores while loads, replies and cancellations (queued and running, at random
     moments) go through the service: every request ends once, with one of the three outcomes."""
-    hogs = [multiprocessing.Process(target=_spin, args=(HANG_GUARD,), daemon=True) for _ in range(2)]
+    spinning = [multiprocessing.Event() for _ in range(2)]
+    hogs = [multiprocessing.Process(target=_spin, args=(HANG_GUARD, e), daemon=True) for e in spinning]
     for h in hogs:
         h.start()
+    assert all(e.wait(HANG_GUARD) for e in spinning)  # both spin before the first request is queued
     s = EngineService()
     counts = ends_per_request(s)
     rng = random.Random(12)
@@ -193,7 +196,6 @@ def test_every_request_ends_exactly_once_under_a_cpu_hog(tiny_target, tiny_draft
         assert all(counts[t.id] == 1 for t in tickets)
         assert {t.outcome for t in tickets} <= set(OUTCOMES)
         assert any(t.outcome == DONE for t in tickets if t.kind == rq.CHAT)
-        assert all(h.is_alive() for h in hogs)  # the cores were busy all along
         failed = [t for t in tickets if t.outcome == FAILED]
         assert all("no model is loaded" in t.error for t in failed)  # only behind a cancelled load
     finally:
@@ -201,3 +203,25 @@ def test_every_request_ends_exactly_once_under_a_cpu_hog(tiny_target, tiny_draft
         for h in hogs:
             h.terminate()
             h.join(10)
+
+
+def test_queued_is_announced_before_the_worker_can_start_the_request(service):
+    """The chat shows "Waiting…" on "queued" and clears it on "started": "queued" must never come second."""
+    release = threading.Event()
+    seen: list[tuple[str, bool]] = []
+
+    def visible(request_id: int) -> bool:
+        running = service.running
+        return (running is not None and running.id == request_id) or any(t.id == request_id for t in service.waiting())
+
+    def listen(event):
+        if event.kind == "queued":
+            seen.append(("queued", visible(event.request_id)))
+            release.set()  # the job, if the worker already had it, may end only after this was seen
+        elif event.kind in ("started", DONE):
+            seen.append((event.kind, True))
+
+    service.subscribe(listen)
+    ticket = service.submit("x", lambda ctx: release.wait(HANG_GUARD))
+    assert ticket.wait(HANG_GUARD) and ticket.outcome == DONE and ticket.result is True
+    assert seen == [("queued", False), ("started", True), (DONE, True)]

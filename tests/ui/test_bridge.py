@@ -6,11 +6,13 @@ import threading
 import time
 
 import pytest
+from PySide6.QtCore import Qt
 
 from app.engine.chat_template import Message
 from app.engine.sampling import SamplingParams
 from app.engine.session import ModelSettings
 from app.engine.speculative import SpecSettings
+from app.service.engine_service import SERVER
 from app.ui.bridge import FRAME_SECONDS, EngineBridge, GenerateRequest
 
 
@@ -156,3 +158,20 @@ def test_a_reply_waits_behind_another_request_and_says_so(qtbot, bridge):
     with qtbot.waitSignal(bridge.events.finished, timeout=60000) as done:
         gate.set()
     assert done.args[0] == rid and other.outcome == "done"
+
+
+def test_another_clients_events_never_reach_the_gui_queue(qtbot, bridge, tiny_target):
+    """The server's streamed pieces are no business of the window: only the queue depth is handed over."""
+    handed: list = []
+    bridge._event.connect(handed.append, Qt.ConnectionType.DirectConnection)  # what goes into the GUI queue
+
+    def job(ctx):
+        for _ in range(500):
+            ctx.emit("piece", "x")
+
+    ticket = bridge.service.submit(SERVER, job)
+    assert ticket.wait(60) and ticket.outcome == "done"
+    server_events = [e for e in handed if e.request_id == ticket.id]
+    assert server_events and {e.kind for e in server_events} == {"queue"}
+    with qtbot.waitSignal(bridge.events.loaded, timeout=30000):  # the window's own events still arrive
+        bridge.load_target(ModelSettings(tiny_target, n_ctx=4096, n_threads=1))
