@@ -22,7 +22,7 @@ __all__ = ["add_worker_options", "workers_from_args", "add_worker_commands", "pr
 
 
 # how long an idle OpenMP thread spins before it sleeps (libgomp's default: 300000 rounds), see prepare_process
-OPENMP_SPIN_COUNT = "10000"
+OPENMP_SPIN_COUNT = "1000"
 
 
 def prepare_process(argv: list[str]) -> None:
@@ -34,8 +34,10 @@ def prepare_process(argv: list[str]) -> None:
     for the others; spinning meanwhile, it takes the cores that another worker (or the draft model, or any
     program) on the same machine needs. Measured on 2 cores with SmolLM2-135M F32 split over two workers of
     2 threads each: every worker burnt as much CPU as one holding the whole model, and a token took 25 ms
-    instead of 10 ms on this machine alone; with GOMP_SPINCOUNT=10000, 11.5 ms — and the model on this machine
-    alone decodes as fast either way (97 tok/s plain, ~290 tok/s speculative). libgomp reads the variable once,
+    instead of 10 ms on this machine alone; with GOMP_SPINCOUNT=10000, 11.5 ms. On a quiet machine
+    (benchmarks/rpc_workers.py, best of 3 rounds) plain decoding over the two workers ran at 0.72× the
+    all-local speed with 10000, 0.59× with 100000 and 0.87× with 1000 (the all-local target at 99–105 tok/s
+    in each run, within its usual spread), hence 1000. libgomp reads the variable once,
     when it is loaded, hence here; a value already set wins. Other OpenMP runtimes ignore it."""
     if argv and (argv[0] == "worker" or any(a in ("--worker", "-w") or a.startswith("--worker=") for a in argv)):
         os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
