@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,18 +28,9 @@ from app.ui.message_view import CODE_HEADER_PROPERTY
 from app.ui.model_bar import OFF_HINT
 from app.ui.settings_panel import PanelValues
 from app.ui.theme import apply_theme
+from tests.ui.window_helpers import close_window, model_named
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture()
-def env(tmp_path, tiny_models, monkeypatch):
-    monkeypatch.setenv("TANDEM_DATA_DIR", str(tmp_path / "data"))
-    models = tmp_path / "models" / "tiny-org" / "tiny-repo"
-    models.mkdir(parents=True)
-    for p in tiny_models.values():
-        shutil.copy(p, models / p.name)
-    return {"db": tmp_path / "chats.sqlite3", "models": tmp_path / "models", "tmp": tmp_path}
 
 
 def open_window(qtbot, env, size=(1280, 800), extra=None, **settings_values) -> MainWindow:
@@ -58,15 +48,6 @@ def open_window(qtbot, env, size=(1280, 800), extra=None, **settings_values) -> 
     w.show()
     qtbot.waitUntil(lambda: len(w.browser.models()) >= 3, timeout=20000)
     return w
-
-
-def close_window(qtbot, w: MainWindow) -> None:
-    w.close()
-    qtbot.waitUntil(lambda: not w.bridge.is_running(), timeout=15000)
-
-
-def model_named(w: MainWindow, stem: str):
-    return next(m for m in w.browser.models() if Path(m.path).stem == stem)
 
 
 def load_tiny(qtbot, w: MainWindow) -> None:

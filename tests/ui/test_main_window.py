@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import QElapsedTimer, QTimer
 
 from app.engine.defaults import spec_defaults
@@ -16,16 +14,7 @@ from app.store.db import open_database
 from app.store.settings import SettingsStore, model_key
 from app.ui.main_window import MainWindow
 from app.ui.settings_panel import PanelValues
-
-
-@pytest.fixture()
-def env(tmp_path, tiny_models, monkeypatch):
-    monkeypatch.setenv("TANDEM_DATA_DIR", str(tmp_path / "data"))
-    models = tmp_path / "models" / "tiny-org" / "tiny-repo"
-    models.mkdir(parents=True)
-    for p in tiny_models.values():
-        shutil.copy(p, models / p.name)
-    return {"db": tmp_path / "chats.sqlite3", "models": tmp_path / "models"}
+from tests.ui.window_helpers import close_window, model_named
 
 
 def open_window(qtbot, env) -> MainWindow:
@@ -42,10 +31,6 @@ def open_window(qtbot, env) -> MainWindow:
     return w
 
 
-def model_named(w: MainWindow, stem: str):
-    return next(m for m in w.browser.models() if Path(m.path).stem == stem)
-
-
 def load_tiny(qtbot, w: MainWindow) -> None:
     target = model_named(w, "tiny-target")
     # remembered per-model settings are applied on load
@@ -55,11 +40,6 @@ def load_tiny(qtbot, w: MainWindow) -> None:
         w.load_model(target)
     qtbot.waitUntil(lambda: w.chat.model_ready(), timeout=10000)
     assert w.panel.values().temperature == 0.0
-
-
-def close_window(qtbot, w: MainWindow) -> None:
-    w.close()
-    qtbot.waitUntil(lambda: not w.bridge.is_running(), timeout=15000)
 
 
 def test_load_pick_draft_chat_stop_and_reopen(qtbot, env):

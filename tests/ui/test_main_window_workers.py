@@ -6,10 +6,11 @@ from __future__ import annotations
 from PySide6.QtWidgets import QMessageBox
 
 from app.store.settings import model_key
-from tests.ui.test_main_window import close_window, env, model_named, open_window  # noqa: F401 (env: fixture)
+from tests.ui.test_main_window import open_window
+from tests.ui.window_helpers import close_window, model_named
 
 
-def test_a_worker_lost_mid_reply_keeps_the_text_and_offers_this_machine(qtbot, env, start_worker):  # noqa: F811
+def test_a_worker_lost_mid_reply_keeps_the_text_and_offers_this_machine(qtbot, env, start_worker):
     doomed, survivor = start_worker(), start_worker()
     w = open_window(qtbot, env)
     w.settings.set("workers", [str(survivor.endpoint), str(doomed.endpoint)])
@@ -41,7 +42,7 @@ def test_a_worker_lost_mid_reply_keeps_the_text_and_offers_this_machine(qtbot, e
     close_window(qtbot, w)
 
 
-def test_an_unreachable_worker_at_load_offers_this_machine(qtbot, env, rpc):  # noqa: F811
+def test_an_unreachable_worker_at_load_offers_this_machine(qtbot, env, rpc):
     from tests.fixtures_workers import free_port
 
     w = open_window(qtbot, env)
