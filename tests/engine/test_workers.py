@@ -85,8 +85,8 @@ def test_an_unreachable_worker_is_refused_before_anything_is_allocated(rpc, tiny
     assert _worker_threads() == threads_before  # llama.cpp was never asked to connect
 
 
-def _fake_server(version: tuple[int, int, int]) -> tuple[Endpoint, threading.Thread]:
-    """A TCP server that answers HELLO with another protocol version (what an older Tandem's worker does)."""
+def _one_shot_server(answer) -> tuple[Endpoint, threading.Thread]:
+    """A TCP server on a free loopback port that takes one connection and hands it to `answer(conn)`."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -94,14 +94,23 @@ def _fake_server(version: tuple[int, int, int]) -> tuple[Endpoint, threading.Thr
     def serve() -> None:
         conn, _ = srv.accept()
         with conn, srv:
-            cmd, size = struct.unpack("<BQ", conn.recv(9))
-            conn.recv(size)
-            conn.sendall(struct.pack("<Q", 28) + bytes([*version, 0]) + bytes(24))
-            conn.recv(1)
+            answer(conn)
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     return Endpoint("127.0.0.1", srv.getsockname()[1]), t
+
+
+def _fake_server(version: tuple[int, int, int]) -> tuple[Endpoint, threading.Thread]:
+    """Answers HELLO with another protocol version (what an older Tandem's worker does)."""
+
+    def hello(conn: socket.socket) -> None:
+        cmd, size = struct.unpack("<BQ", conn.recv(9))
+        conn.recv(size)
+        conn.sendall(struct.pack("<Q", 28) + bytes([*version, 0]) + bytes(24))
+        conn.recv(1)
+
+    return _one_shot_server(hello)
 
 
 def test_a_worker_of_another_version_is_refused_with_both_versions(rpc, tiny_target):
@@ -114,18 +123,9 @@ def test_a_worker_of_another_version_is_refused_with_both_versions(rpc, tiny_tar
 
 
 def test_something_else_on_the_port_is_not_taken_for_a_worker():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        with conn, srv:
-            conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
-
-    threading.Thread(target=serve, daemon=True).start()
+    endpoint, _ = _one_shot_server(lambda conn: conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n"))
     with pytest.raises(WorkerError, match="does not speak"):
-        probe(Endpoint("127.0.0.1", srv.getsockname()[1]), timeout=5)
+        probe(endpoint, timeout=5)
 
 
 # -- two real workers ----------------------------------------------------------------------------------
